@@ -1,0 +1,56 @@
+"""The field interface: coordinates in, values out."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+FIELDS: Registry["Field"] = Registry("field")
+
+
+class Field(nn.Module):
+    """`field(coords, condition=None) -> values`, coords (..., in_features) -> (..., out_features).
+
+    Subclasses are registered by name with a config dataclass; `spec()` is everything needed to
+    rebuild the module (the weights come from its state_dict).
+    """
+
+    #: Adam learning rate that suits this field when the user gives none.
+    default_lr: float = 1e-3
+    registry_name: str = ""
+
+    def __init__(self, in_features: int, out_features: int, config: Any):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.config = config
+
+    def forward(self, coords: torch.Tensor, condition: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=lr)
+
+    def spec(self) -> dict:
+        return {"name": self.registry_name, "in_features": self.in_features,
+                "out_features": self.out_features, "config": dataclasses.asdict(self.config)}
+
+
+def make_field(name: str, in_features: int, out_features: int, **options: Any) -> Field:
+    """Build a registered field by name, e.g. make_field("siren", 2, 3, width=128)."""
+    cls, _ = FIELDS.lookup(name)
+    return cls(in_features, out_features, FIELDS.config(name, options))
+
+
+def field_from_spec(spec: dict) -> Field:
+    """Rebuild a field (untrained weights) from `Field.spec()`."""
+    return make_field(spec["name"], spec["in_features"], spec["out_features"], **spec["config"])
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,37 @@
+"""SIREN: sine activations with the official initialisation (Sitzmann et al. 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..nn import SineLinear, siren_uniform_
+from .base import FIELDS, Field
+
+
+@dataclass
+class SirenConfig:
+    width: int = 256
+    hidden_layers: int = 3
+    omega0: float = 30.0
+    #: omega0 of the first layer alone; SIREN's audio setup raises it (3000 for time in [-1, 1]).
+    first_omega0: float = 30.0
+
+
+@FIELDS.register("siren", SirenConfig)
+class Siren(Field):
+    """sin(omega0 (W x + b)) layers; the last layer is linear with U(±sqrt(6/n)/omega0) weights."""
+
+    default_lr = 1e-4
+
+    def __init__(self, in_features: int, out_features: int, config: SirenConfig):
+        super().__init__(in_features, out_features, config)
+        layers: list[nn.Module] = [SineLinear(in_features, config.width, config.first_omega0, first=True)]
+        layers += [SineLinear(config.width, config.width, config.omega0) for _ in range(config.hidden_layers)]
+        layers.append(siren_uniform_(nn.Linear(config.width, out_features), config.omega0, first=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
+        return self.net(coords)

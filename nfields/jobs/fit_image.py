@@ -1,0 +1,339 @@
+"""Fit one image with one field: the objective, the Python entry point, and the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from dataclasses import field as default
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import viz
+from ..data.grid import CONVENTIONS
+from ..data.image import ImageSignal, available_memory, load_image
+from ..errors import NfieldsError
+from ..fields import FIELDS, Field, field_from_spec, make_field, parameter_count
+from ..io import write_json_atomic
+from ..metrics import mse_to_psnr, psnr, ssim
+from ..render import render_image
+from ..train import Trainer, TrainerConfig, load_latest
+from ..train.device import resolve_device, set_precision
+
+
+def encode_values(values: torch.Tensor) -> torch.Tensor:
+    """Image values [0, 1] -> the field's range [-1, 1] (SIREN's setup; we use it for every field)."""
+    return values * 2.0 - 1.0
+
+
+def decode_values(outputs: torch.Tensor | np.ndarray):
+    """The field's range [-1, 1] -> image values [0, 1] (not clamped)."""
+    return (outputs + 1.0) * 0.5
+
+
+@dataclass
+class FitImageConfig:
+    """Everything that defines an image fit; written resolved to `config.json` in the run folder."""
+
+    source: str = "camera"
+    size: list[int] | None = None
+    field: str = "siren"
+    field_options: dict[str, Any] = default(default_factory=dict)
+    steps: int = 2000
+    lr: float | None = None  # None: the field's own default
+    seed: int = 0
+    device: str = "auto"
+    coords: str = "centers"  # "centers" or "endpoints" (SIREN's linspace(-1, 1))
+    batch_pixels: int = 0  # 0: every training pixel in every step
+    keep_fraction: float = 1.0  # < 1: inpainting, train on a random subset of pixels
+    mask: str | None = None  # inpainting: an image whose non-zero pixels are the training pixels
+    precision: str = "fp32"
+    checkpoint_every: int = 500
+    log_every: int = 25
+    eval_every: int = 0
+    eval_at: list[int] = default(default_factory=list)
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise NfieldsError(f"--steps must be a positive number of steps, not {self.steps}.")
+        if self.size is not None and (len(self.size) not in (1, 2) or any(s <= 0 for s in self.size)):
+            raise NfieldsError(f"--size takes one or two positive integers, not {self.size}.")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise NfieldsError(f"--keep-fraction must be in (0, 1], not {self.keep_fraction}.")
+        if self.keep_fraction < 1.0 and self.mask:
+            raise NfieldsError("give either --keep-fraction or --mask, not both.")
+        if self.coords not in CONVENTIONS:
+            raise NfieldsError(f"unknown coordinate convention '{self.coords}'; use {' or '.join(CONVENTIONS)}.")
+        if self.lr is not None and not self.lr > 0:
+            raise NfieldsError(f"--lr must be positive, not {self.lr}.")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
+        if self.batch_pixels < 0:
+            raise NfieldsError(f"--batch-pixels must be 0 (all pixels) or positive, not {self.batch_pixels}.")
+        FIELDS.config(self.field, self.field_options)
+
+
+class ImageObjective:
+    """MSE between the field and the image on the training pixels, in the field's [-1, 1] range."""
+
+    def __init__(self, model: Field, signal: ImageSignal, convention: str, keep: torch.Tensor | None,
+                 batch_pixels: int, device: torch.device, eval_chunk: int = 1 << 18):
+        self.model = model
+        self.signal = signal
+        self.keep = keep
+        self.coords = signal.coords(convention).to(device)
+        self.targets = signal.targets().to(device)
+        train_index = None if keep is None else keep.reshape(-1).nonzero().squeeze(1).to(device)
+        self.train_coords = self.coords if train_index is None else self.coords[train_index]
+        self.train_values = encode_values(self.targets if train_index is None else self.targets[train_index])
+        self.batch_pixels = batch_pixels if 0 < batch_pixels < len(self.train_coords) else 0
+        self.eval_chunk = eval_chunk
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        coords, values = self.train_coords, self.train_values
+        if self.batch_pixels:
+            index = torch.randint(len(coords), (self.batch_pixels,), device=coords.device)
+            coords, values = coords[index], values[index]
+        mse = ((self.model(coords) - values) ** 2).mean()
+        return mse, {"psnr": mse_to_psnr(mse.detach() / 4.0)}  # /4: [-1, 1] MSE -> [0, 1] MSE
+
+    @torch.no_grad()
+    def predict(self) -> torch.Tensor:
+        """(H*W, C) values in [0, 1], not clamped."""
+        parts = [self.model(self.coords[i:i + self.eval_chunk]) for i in range(0, len(self.coords), self.eval_chunk)]
+        return decode_values(torch.cat(parts))
+
+    def evaluate(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        prediction = self.predict()
+        self.model.train(was_training)
+        h, w, c = self.signal.height, self.signal.width, self.signal.channels
+        metrics = {"psnr": psnr(prediction, self.targets),
+                   "ssim": ssim(prediction.reshape(h, w, c), self.targets.reshape(h, w, c))}
+        if self.keep is not None:
+            keep = self.keep.reshape(-1).to(prediction.device)
+            metrics["psnr_train_pixels"] = psnr(prediction[keep], self.targets[keep])
+            metrics["psnr_heldout"] = psnr(prediction[~keep], self.targets[~keep])
+        return metrics
+
+
+@dataclass
+class FittedImage:
+    """A field fitted to an image, with what is needed to render it anywhere."""
+
+    field: Field
+    height: int
+    width: int
+    convention: str = "centers"
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def output_size(self, height: int | None = None, width: int | None = None, scale: float | None = None,
+                    region: Sequence[float] | None = None) -> tuple[int, int]:
+        """The rendered size: explicit, or `scale` output pixels per fitted pixel of `region`."""
+        if region is not None and not (region[2] > region[0] and region[3] > region[1]):
+            raise NfieldsError(f"--region x0 y0 x1 y1 needs x1 > x0 and y1 > y0, not {list(region)}.")
+        if scale is not None:
+            if not scale > 0:
+                raise NfieldsError(f"--scale must be positive, not {scale}.")
+            x0, y0, x1, y1 = region if region is not None else (0, 0, self.width, self.height)
+            return max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
+        height, width = height or self.height, width or self.width
+        if height <= 0 or width <= 0:
+            raise NfieldsError(f"the output size must be positive, not {height}x{width}.")
+        return height, width
+
+    def render(self, height: int | None = None, width: int | None = None, scale: float | None = None,
+               region: Sequence[float] | None = None, chunk: int = 1 << 18, progress=None) -> np.ndarray:
+        """(height, width, C) values in [0, 1] over `region` (pixel units of the fitted image)."""
+        height, width = self.output_size(height, width, scale, region)
+        raw = render_image(self.field, height, width, (self.height, self.width), self.convention, region,
+                           chunk, progress)
+        return np.clip(decode_values(raw), 0, 1)
+
+
+# -- the Python entry point -------------------------------------------------------------------
+
+def fit_image(signal: ImageSignal, model: Field, config: FitImageConfig | None = None,
+              run_dir: Path | None = None, resume: bool = False, progress: bool = True,
+              keep: torch.Tensor | None = None, **overrides: Any) -> tuple[FittedImage, Trainer]:
+    """Fit `model` to `signal`; `overrides` are FitImageConfig fields (steps=500, lr=1e-4, ...).
+
+    Without `run_dir` nothing is written; with it, checkpoints and TensorBoard events go there.
+    """
+    config = dataclasses.replace(config or FitImageConfig(), **overrides)
+    config.validate()
+    device = resolve_device(config.device)
+    set_precision(config.precision)
+    model = model.to(device)
+    objective = ImageObjective(model, signal, config.coords, keep, config.batch_pixels, device)
+    if device.type == "cpu":
+        _check_training_memory(model, objective)
+    trainer = Trainer(objective, model.make_optimizer(config.lr or model.default_lr), run_dir,
+                      TrainerConfig(config.steps, config.checkpoint_every, config.log_every, config.eval_every,
+                                    tuple(config.eval_at), progress),
+                      description=f"{config.field} {signal.name}")
+    if resume and run_dir is not None:
+        trainer.resume()
+    try:
+        trainer.fit()
+    except torch.OutOfMemoryError:
+        raise NfieldsError(f"{signal.width}x{signal.height} pixels in one step do not fit in device memory; "
+                           f"pass --batch-pixels (e.g. 65536) or a smaller --size.") from None
+    metrics = trainer.history.evals[-1] if trainer.history.evals else objective.evaluate()
+    fitted = FittedImage(model, signal.height, signal.width, config.coords,
+                         {k: v for k, v in metrics.items() if k not in ("step", "seconds")})
+    return fitted, trainer
+
+
+def _check_training_memory(model: Field, objective: ImageObjective) -> None:
+    """Refuse, with advice, a full-batch step that would not fit in host memory."""
+    probe = 1024
+    saved = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(objective.train_coords[:probe])
+    pixels = objective.batch_pixels or len(objective.train_coords)
+    need = 2 * sum(saved) * pixels / min(probe, len(objective.train_coords))  # saved activations + their grads
+    if need > 0.8 * available_memory():
+        raise NfieldsError(f"a full-batch step over {pixels} pixels needs about {need / 2**30:.1f} GiB of memory; "
+                           f"pass --batch-pixels (e.g. 65536) or a smaller --size.")
+
+
+# -- run folders --------------------------------------------------------------------------------
+
+def make_keep_mask(config: FitImageConfig, signal: ImageSignal) -> torch.Tensor | None:
+    """(H, W) bool of training pixels, or None for all of them."""
+    if config.mask:
+        mask_signal = load_image(config.mask)
+        if (mask_signal.height, mask_signal.width) != (signal.height, signal.width):
+            mask_signal = mask_signal.resized([signal.height, signal.width])
+        keep = torch.from_numpy(mask_signal.values[..., 0] > 0.5)
+    elif config.keep_fraction < 1.0:
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        keep = torch.rand(signal.height, signal.width, generator=generator) < config.keep_fraction
+    else:
+        return None
+    if not keep.any():
+        raise NfieldsError("the mask keeps no pixels; white (non-zero) pixels are the ones to train on.")
+    if keep.all():
+        return None
+    return keep
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the run folder can be used as asked, before anything is written."""
+    if out.exists() and not out.is_dir():
+        raise NfieldsError(f"--out '{out}' is a file; give a folder for the run.")
+    if resume:
+        if not (out / "config.json").exists():
+            raise NfieldsError(f"there is no run to resume in '{out}'; start it without --resume.")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise NfieldsError(f"'{out}' already holds a run; pass --resume to continue it, --overwrite to "
+                           f"replace it, or another --out.")
+    parent = out.parent if not out.exists() else out
+    while not parent.exists():
+        parent = parent.parent
+    probe = parent / f".nfields-write-test-{time.time_ns()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError:
+        raise NfieldsError(f"cannot write to '{parent}'; choose an --out folder you can write to.") from None
+
+
+def resolved_for_resume(stored: FitImageConfig, asked: FitImageConfig, explicit: set[str]) -> FitImageConfig:
+    """The stored config, with only the step budget and device taken from the resuming command."""
+    allowed = {"steps", "device", "checkpoint_every", "log_every", "eval_every", "eval_at"}
+    for name in explicit - allowed:
+        if getattr(asked, name) != getattr(stored, name):
+            raise NfieldsError(f"the run was made with {name}={getattr(stored, name)!r}, not "
+                               f"{getattr(asked, name)!r}; resume with the run's own settings or start a new run.")
+    return dataclasses.replace(stored, **{k: getattr(asked, k) for k in explicit & allowed})
+
+
+def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overwrite: bool = False,
+                  progress: bool = True, explicit: set[str] = frozenset()) -> dict[str, Any]:
+    """The `nfields fit image` job: validate, fit, and fill the run folder. Returns metrics."""
+    out = Path(out)
+    prepare_run_dir(out, resume, overwrite)
+    if resume:
+        stored = load_config(out)
+        config = resolved_for_resume(stored, config, set(explicit))
+    config.validate()
+    device = resolve_device(config.device)
+    signal = load_image(config.source, tuple(config.size) if config.size else None)
+    keep = make_keep_mask(config, signal)
+    torch.manual_seed(config.seed)
+    model = make_field(config.field, 2, signal.channels, **config.field_options)
+
+    created = not out.exists()
+    if overwrite and not resume and out.exists():
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NfieldsError(f"cannot create the run folder '{out}' ({error.strerror}); choose another --out.") from None
+    try:
+        write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
+                                                "image": {"height": signal.height, "width": signal.width,
+                                                          "channels": signal.channels},
+                                                "field_spec": model.spec()})
+        fitted, trainer = fit_image(signal, model, config, run_dir=out, resume=resume, progress=progress,
+                                    keep=keep)
+    except (NfieldsError, KeyboardInterrupt):
+        if (created or overwrite) and load_latest(out) is None:
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-written run
+        raise
+
+    reconstruction = fitted.render()
+    target = signal.values
+    metrics = {**fitted.metrics, "steps": trainer.step, "seconds": trainer.seconds,
+               "params": parameter_count(model), "field": config.field, "device": str(device),
+               "image": f"{signal.width}x{signal.height}x{signal.channels}", "source": config.source,
+               "history": trainer.history.evals}
+    viz.save_image(reconstruction, out / "reconstruction.png")
+    title = f"{config.field} on {signal.name}: {metrics['psnr']:.2f} dB after {trainer.step} steps"
+    viz.save_comparison(target, reconstruction, out / "comparison.png", title,
+                        mask=None if keep is None else keep.numpy())
+    viz.save_curve(trainer.history.train, trainer.history.evals, out / "curve.png", title)
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def load_config(run_dir: Path) -> FitImageConfig:
+    try:
+        data = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        raise NfieldsError(f"'{run_dir}' is not a run folder (no readable config.json).") from None
+    names = {f.name for f in dataclasses.fields(FitImageConfig)}
+    return FitImageConfig(**{k: v for k, v in data.items() if k in names})
+
+
+def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
+    """A fitted image from a run folder (its newest checkpoint)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NfieldsError(f"run folder '{run_dir}' does not exist; give the --out folder of a fit.")
+    config = load_config(run_dir)
+    data = json.loads((run_dir / "config.json").read_text())
+    found = load_latest(run_dir)
+    if found is None:
+        raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
+    tensors, _ = found
+    model = field_from_spec(data["field_spec"])
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    model = model.to(resolve_device(device)).eval()
+    image = data["image"]
+    return FittedImage(model, image["height"], image["width"], config.coords)

@@ -1,0 +1,164 @@
+"""One training loop for every job.
+
+A job supplies an `Objective`: the module that holds every trainable tensor, a `loss(step)` and
+an `evaluate()`. The trainer owns the rest: optimisation, the clock, logging, progress,
+checkpoints and resuming.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import NfieldsError
+from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .logging import EventLog, progress_bar
+
+
+class Objective(Protocol):
+    model: nn.Module
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and named scalars to log (tensors: read only at log points)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Full evaluation; its time is not counted as training time."""
+
+
+@dataclass
+class TrainerConfig:
+    steps: int
+    checkpoint_every: int = 500
+    log_every: int = 25
+    eval_every: int = 0
+    eval_at: tuple[int, ...] = ()
+    progress: bool = True
+
+
+@dataclass
+class History:
+    """What happened: training log points and evaluations, each with step and training seconds."""
+
+    train: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, objective: Objective, optimizer: torch.optim.Optimizer, run_dir: Path | None,
+                 config: TrainerConfig, description: str = "fit"):
+        """Without a `run_dir` the trainer writes nothing (no checkpoints, no events)."""
+        self.objective = objective
+        self.optimizer = optimizer
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config = config
+        self.description = description
+        self.step = 0
+        self.seconds = 0.0
+        self.history = History()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.objective.model.parameters()).device
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self) -> None:
+        if self.run_dir is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.objective.model.state_dict().items()}
+        optimizer_tensors, optimizer_meta = optimizer_to_flat(self.optimizer)
+        tensors.update(optimizer_tensors)
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"seconds": self.seconds, "optimizer": optimizer_meta,
+                "history": {"train": self.history.train, "evals": self.history.evals}}
+        save_checkpoint(self.run_dir, self.step, tensors, meta)
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint; False when there is none."""
+        if self.run_dir is None:
+            return False
+        found = load_latest(self.run_dir, map_location=self.device)
+        if found is None:
+            return False
+        tensors, meta = found
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.objective.model.load_state_dict(model_state)
+            optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise NfieldsError(f"the checkpoint in '{self.run_dir}' does not match this configuration "
+                               f"({str(error).splitlines()[0]}); resume with the run's own settings.") from None
+        torch.set_rng_state(tensors["rng.cpu"].cpu())
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
+        self.step = meta["step"]
+        self.seconds = meta["seconds"]
+        self.history = History(meta["history"]["train"], meta["history"]["evals"])
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _wants_eval(self, step: int) -> bool:
+        every = self.config.eval_every
+        return step in self.config.eval_at or (every > 0 and step % every == 0)
+
+    def fit(self) -> History:
+        cfg = self.config
+        events = EventLog(self.run_dir, purge_step=self.step + 1 if self.step else None)
+        bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        self._sync()
+        started = time.perf_counter()
+        try:
+            while self.step < cfg.steps:
+                loss, logs = self.objective.loss(self.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                bar.update(1)
+                logs = {"loss": loss.detach(), **logs}
+                for key, value in logs.items():
+                    sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
+                count += 1
+
+                last = self.step == cfg.steps
+                log_now = self.step % cfg.log_every == 0 or last
+                eval_now = self._wants_eval(self.step) or last
+                save_now = self.step % cfg.checkpoint_every == 0 or last
+                if not (log_now or eval_now or save_now):
+                    continue
+                self._sync()
+                self.seconds += time.perf_counter() - started  # the clock stops for logs, evals, saves
+                if log_now and count:
+                    point = {k: float(v) / count for k, v in sums.items()}
+                    if not math.isfinite(point["loss"]):
+                        raise NfieldsError(f"training diverged (the loss became {point['loss']}) at step "
+                                           f"{self.step}; lower the learning rate with --lr.")
+                    self.history.train.append({"step": self.step, "seconds": self.seconds, **point})
+                    events.scalars(self.step, point, "train/")
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()}, refresh=False)
+                    sums, count = {}, 0
+                if eval_now:
+                    metrics = self.objective.evaluate()
+                    self.history.evals.append({"step": self.step, "seconds": self.seconds, **metrics})
+                    events.scalars(self.step, metrics, "eval/")
+                if save_now:
+                    self.save()
+                self._sync()
+                started = time.perf_counter()
+        finally:
+            bar.close()
+            events.close()
+        return self.history

@@ -1,0 +1,110 @@
+"""Pictures a person looks at: PNGs of images, comparisons with error maps, learning curves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .io import write_bytes_atomic
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """(H, W, C) in [0, 1] -> uint8 (H, W) for gray or (H, W, C)."""
+    array = np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def png_bytes(values: np.ndarray) -> bytes:
+    array = to_uint8(values)
+    if array.ndim == 3 and array.shape[-1] == 2:  # gray + alpha
+        mode = "LA"
+    else:
+        mode = None
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_image(values: np.ndarray, path: str | Path) -> None:
+    """Write (H, W, C) values in [0, 1] as a PNG (or any format PIL knows by suffix), atomically."""
+    path = Path(path)
+    if path.suffix.lower() in ("", ".png"):
+        write_bytes_atomic(path, png_bytes(values))
+        return
+    buffer = io.BytesIO()
+    array = to_uint8(values)
+    if path.suffix.lower() in (".jpg", ".jpeg") and array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]
+    Image.fromarray(array).save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _figure_bytes(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _display(values: np.ndarray) -> np.ndarray:
+    values = np.clip(values, 0, 1)
+    if values.shape[-1] == 1:
+        return values[..., 0]
+    if values.shape[-1] == 2:  # gray + alpha: show gray
+        return values[..., 0]
+    return values
+
+
+def save_comparison(target: np.ndarray, reconstruction: np.ndarray, path: str | Path,
+                    title: str = "", mask: np.ndarray | None = None) -> None:
+    """Target | reconstruction | absolute error (mean over channels), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    error = np.abs(np.clip(reconstruction, 0, 1) - target).mean(-1)
+    panels = [("target", _display(target)), ("reconstruction", _display(reconstruction))]
+    if mask is not None:
+        panels.insert(1, ("training pixels", _display(target) * mask[..., None] if target.shape[-1] >= 3
+                          else _display(target) * mask))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 4.3))
+    for ax, (name, image) in zip(axes, panels):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name)
+    shown = axes[-1].imshow(error, cmap="inferno", vmin=0, vmax=max(float(error.max()), 1e-3))
+    axes[-1].set_title("|error|")
+    fig.colorbar(shown, ax=axes[-1], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    write_bytes_atomic(path, _figure_bytes(fig))
+
+
+def save_curve(train: list[dict], evals: list[dict], path: str | Path, title: str = "") -> None:
+    """PSNR against step and against training seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, x in zip(axes, ("step", "seconds")):
+        if train and "psnr" in train[0]:
+            ax.plot([p[x] for p in train], [p["psnr"] for p in train], label="training pixels (unclamped)", lw=1)
+        if evals:
+            ax.plot([p[x] for p in evals], [p["psnr"] for p in evals], "o-", label="evaluation (clamped)", ms=3)
+        ax.set_xlabel(x if x == "step" else "training time (s)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    write_bytes_atomic(path, _figure_bytes(fig))
