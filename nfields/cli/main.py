@@ -132,8 +132,9 @@ def cmd_fit_image(args: argparse.Namespace) -> int:
     if options:
         settings["field_options"] = options
         explicit.add("field_options")
-    if not settings.get("source") and not args.resume:
-        raise NfieldsError("give an image: a file path or a built-in name such as 'camera' (see 'nfields datasets').")
+    if not settings.get("source") and not (args.resume and args.out):
+        raise NfieldsError("give an image (a file path or a built-in name such as 'camera'; see 'nfields datasets'),"
+                           " or --resume with the run's --out folder.")
     config = FitImageConfig(**settings)
     out = args.out or Path("runs") / f"{Path(config.source).stem}-{config.field}"
     metrics = run_fit_image(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,

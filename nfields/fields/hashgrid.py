@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..encodings import HashGridEncoding
-from ..nn import MLP
-from .base import FIELDS, Field
+from .base import FIELDS
+from .mlp import CoordinateMLP
 
 
 @dataclass
@@ -24,20 +24,14 @@ class HashGridConfig:
 
 
 @FIELDS.register("hashgrid", HashGridConfig)
-class HashGridField(Field):
-    """The paper's image setup: L=16, F=2, N_min=16, b=1.5; MLP of two 64-wide hidden layers."""
+class HashGridField(CoordinateMLP):
+    """The paper's setup: L=16, F=2, N_min=16, b=1.5; an MLP with two hidden layers of 64."""
 
     default_lr = 1e-2
 
-    def __init__(self, in_features: int, out_features: int, config: HashGridConfig):
-        super().__init__(in_features, out_features, config)
-        self.encoding = HashGridEncoding(in_features, config.levels, config.log2_table_size,
-                                         config.features_per_level, config.base_resolution,
-                                         config.growth_factor)
-        self.net = MLP(self.encoding.out_features, out_features, config.width, config.hidden_layers, nn.ReLU)
-
-    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(self.encoding(coords))
+    def make_encoding(self, in_features: int, config: HashGridConfig) -> nn.Module:
+        return HashGridEncoding(in_features, config.levels, config.log2_table_size, config.features_per_level,
+                                config.base_resolution, config.growth_factor)
 
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         # The paper's Adam: beta2 = 0.99 and eps = 1e-15, so rarely-touched table entries still move.

@@ -1,8 +1,10 @@
-"""Coordinate MLPs: plain ReLU, ReLU with NeRF's positional encoding, Fourier features, Gaussian."""
+"""Coordinate MLPs: an encoding of the coordinates, then an MLP. Plain ReLU, ReLU with NeRF's
+positional encoding, Fourier features, Gaussian activations; the hash grid builds on it too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,6 +14,26 @@ from ..nn import MLP, Gaussian
 from .base import FIELDS, Field
 
 
+class CoordinateMLP(Field):
+    """`encoding` (the identity unless a subclass says otherwise) followed by an MLP with
+    `config.hidden_layers` width x width layers of `config.width`."""
+
+    def __init__(self, in_features: int, out_features: int, config):
+        super().__init__(in_features, out_features, config)
+        self.encoding = self.make_encoding(in_features, config)
+        encoded = getattr(self.encoding, "out_features", in_features)
+        self.net = MLP(encoded, out_features, config.width, config.hidden_layers, self.make_activation(config))
+
+    def make_encoding(self, in_features: int, config) -> nn.Module:
+        return nn.Identity()
+
+    def make_activation(self, config) -> Callable[[], nn.Module]:
+        return nn.ReLU
+
+    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
+        return self.net(self.encoding(coords))
+
+
 @dataclass
 class ReluConfig:
     width: int = 256
@@ -19,15 +41,8 @@ class ReluConfig:
 
 
 @FIELDS.register("relu", ReluConfig)
-class ReluField(Field):
+class ReluField(CoordinateMLP):
     """A plain ReLU MLP on raw coordinates: the spectral-bias baseline."""
-
-    def __init__(self, in_features: int, out_features: int, config: ReluConfig):
-        super().__init__(in_features, out_features, config)
-        self.net = MLP(in_features, out_features, config.width, config.hidden_layers, nn.ReLU)
-
-    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(coords)
 
 
 @dataclass
@@ -38,16 +53,11 @@ class ReluPEConfig:
 
 
 @FIELDS.register("relu-pe", ReluPEConfig)
-class ReluPEField(Field):
+class ReluPEField(CoordinateMLP):
     """ReLU MLP on NeRF's positional encoding (Mildenhall et al. 2020)."""
 
-    def __init__(self, in_features: int, out_features: int, config: ReluPEConfig):
-        super().__init__(in_features, out_features, config)
-        self.encoding = PositionalEncoding(in_features, config.frequencies)
-        self.net = MLP(self.encoding.out_features, out_features, config.width, config.hidden_layers, nn.ReLU)
-
-    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(self.encoding(coords))
+    def make_encoding(self, in_features: int, config: ReluPEConfig) -> nn.Module:
+        return PositionalEncoding(in_features, config.frequencies)
 
 
 @dataclass
@@ -59,16 +69,11 @@ class FourierConfig:
 
 
 @FIELDS.register("fourier", FourierConfig)
-class FourierField(Field):
+class FourierField(CoordinateMLP):
     """ReLU MLP on Gaussian random Fourier features (Tancik et al. 2020): m=256, sigma=10."""
 
-    def __init__(self, in_features: int, out_features: int, config: FourierConfig):
-        super().__init__(in_features, out_features, config)
-        self.encoding = GaussianFourierFeatures(in_features, config.features, config.sigma)
-        self.net = MLP(self.encoding.out_features, out_features, config.width, config.hidden_layers, nn.ReLU)
-
-    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(self.encoding(coords))
+    def make_encoding(self, in_features: int, config: FourierConfig) -> nn.Module:
+        return GaussianFourierFeatures(in_features, config.features, config.sigma)
 
 
 @dataclass
@@ -79,15 +84,11 @@ class GaussConfig:
 
 
 @FIELDS.register("gauss", GaussConfig)
-class GaussField(Field):
+class GaussField(CoordinateMLP):
     """MLP with Gaussian activations exp(-x^2/2a^2) on raw coordinates (Ramasinghe & Lucey 2022).
 
     PyTorch's default init, no positional embedding: the paper's embedding-free setting.
     """
 
-    def __init__(self, in_features: int, out_features: int, config: GaussConfig):
-        super().__init__(in_features, out_features, config)
-        self.net = MLP(in_features, out_features, config.width, config.hidden_layers, lambda: Gaussian(config.a))
-
-    def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(coords)
+    def make_activation(self, config: GaussConfig) -> Callable[[], nn.Module]:
+        return lambda: Gaussian(config.a)
