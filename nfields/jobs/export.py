@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data.image import load_image
@@ -76,7 +77,7 @@ def load_exported(path: str | Path) -> FittedImage:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise NfieldsError(f"'{path}' is not a readable exported field ({error}).") from None
     if metadata.get("format") != "nfields-quantized-field":
         raise NfieldsError(f"'{path}' was not written by 'nfields export'.")

@@ -78,6 +78,16 @@ class FitImageConfig:
             raise NfieldsError(f"--batch-pixels must be 0 (all pixels) or positive, not {self.batch_pixels}.")
         FIELDS.config(self.field, self.field_options)
 
+    def normalized(self) -> "FitImageConfig":
+        """Field options typed (`-o width=32` -> 32) and file paths absolute, so a run folder
+        means the same thing from any working directory."""
+        self.validate()
+        typed = FIELDS.config(self.field, self.field_options)
+        options = {k: getattr(typed, k) for k in self.field_options}
+        source = str(Path(self.source).resolve()) if Path(self.source).exists() else self.source
+        mask = str(Path(self.mask).resolve()) if self.mask and Path(self.mask).exists() else self.mask
+        return dataclasses.replace(self, field_options=options, source=source, mask=mask)
+
 
 class ImageObjective:
     """MSE between the field and the image on the training pixels, in the field's [-1, 1] range."""
@@ -144,7 +154,8 @@ class FittedImage:
                 raise NfieldsError(f"--scale must be positive, not {scale}.")
             x0, y0, x1, y1 = region if region is not None else (0, 0, self.width, self.height)
             return max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
-        height, width = height or self.height, width or self.width
+        height = self.height if height is None else height
+        width = self.width if width is None else width
         if height <= 0 or width <= 0:
             raise NfieldsError(f"the output size must be positive, not {height}x{width}.")
         return height, width
@@ -269,15 +280,15 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     out = Path(out)
     prepare_run_dir(out, resume, overwrite)
     if resume:
-        stored = load_config(out)
-        config = resolved_for_resume(stored, config, set(explicit))
-    config.validate()
+        config = resolved_for_resume(load_config(out), config.normalized(), set(explicit))
+    config = config.normalized()
     device = resolve_device(config.device)
     signal = load_image(config.source, tuple(config.size) if config.size else None)
     keep = make_keep_mask(config, signal)
     torch.manual_seed(config.seed)
     model = make_field(config.field, 2, signal.channels, **config.field_options)
 
+    fresh = not resume  # a new run: on failure, leave the folder as empty as we found it (or gone)
     created = not out.exists()
     if overwrite and not resume and out.exists():
         shutil.rmtree(out)
@@ -293,8 +304,12 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
         fitted, trainer = fit_image(signal, model, config, run_dir=out, resume=resume, progress=progress,
                                     keep=keep)
     except (NfieldsError, KeyboardInterrupt):
-        if (created or overwrite) and load_latest(out) is None:
-            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-written run
+        if fresh and load_latest(out) is None:  # nothing worth keeping: leave no half-written run
+            if created or overwrite:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for child in out.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
 
     reconstruction = fitted.render()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_json_atomic
@@ -25,9 +26,13 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     write_json_atomic(stem.with_suffix(".json"), {"step": step, **meta})
+    kept = {p.with_suffix(".safetensors") for p in checkpoints(run_dir)[:keep]}
     for old in checkpoints(run_dir)[keep:]:
-        old.with_suffix(".safetensors").unlink(missing_ok=True)
         old.unlink(missing_ok=True)
+    # Tensors of older checkpoints, and leftovers of a write that a kill interrupted.
+    for stale in [*run_dir.glob("checkpoint-*.safetensors"), *run_dir.glob(".checkpoint-*.tmp*")]:
+        if stale not in kept:
+            stale.unlink(missing_ok=True)
     return stem.with_suffix(".json")
 
 
@@ -45,7 +50,7 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu"
             meta = json.loads(meta_path.read_text())
             tensors = load_file(str(meta_path.with_suffix(".safetensors")), device=str(map_location))
             return tensors, meta
-        except (OSError, ValueError, RuntimeError):
+        except (OSError, ValueError, RuntimeError, SafetensorError):
             continue  # damaged or half-deleted: fall back to the one before
     return None
 
