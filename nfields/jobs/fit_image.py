@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from dataclasses import field as default
 from pathlib import Path
@@ -23,6 +21,7 @@ from ..io import write_json_atomic
 from ..metrics import mse_to_psnr, psnr, ssim
 from ..render import render_image
 from ..train import Trainer, TrainerConfig, load_latest
+from ..train.run import check_run_dir, load_run_config, open_run_dir, resolved_for_resume
 from ..train.device import resolve_device, set_precision
 
 
@@ -242,43 +241,11 @@ def make_keep_mask(config: FitImageConfig, signal: ImageSignal) -> torch.Tensor 
     return keep
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check the run folder can be used as asked, before anything is written."""
-    if out.exists() and not out.is_dir():
-        raise NfieldsError(f"--out '{out}' is a file; give a folder for the run.")
-    if resume:
-        if not (out / "config.json").exists():
-            raise NfieldsError(f"there is no run to resume in '{out}'; start it without --resume.")
-        return
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise NfieldsError(f"'{out}' already holds a run; pass --resume to continue it, --overwrite to "
-                           f"replace it, or another --out.")
-    parent = out.parent if not out.exists() else out
-    while not parent.exists():
-        parent = parent.parent
-    probe = parent / f".nfields-write-test-{time.time_ns()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        raise NfieldsError(f"cannot write to '{parent}'; choose an --out folder you can write to.") from None
-
-
-def resolved_for_resume(stored: FitImageConfig, asked: FitImageConfig, explicit: set[str]) -> FitImageConfig:
-    """The stored config, with only the step budget and device taken from the resuming command."""
-    allowed = {"steps", "device", "checkpoint_every", "log_every", "eval_every", "eval_at"}
-    for name in explicit - allowed:
-        if getattr(asked, name) != getattr(stored, name):
-            raise NfieldsError(f"the run was made with {name}={getattr(stored, name)!r}, not "
-                               f"{getattr(asked, name)!r}; resume with the run's own settings or start a new run.")
-    return dataclasses.replace(stored, **{k: getattr(asked, k) for k in explicit & allowed})
-
-
 def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overwrite: bool = False,
                   progress: bool = True, explicit: set[str] = frozenset()) -> dict[str, Any]:
     """The `nfields fit image` job: validate, fit, and fill the run folder. Returns metrics."""
     out = Path(out)
-    prepare_run_dir(out, resume, overwrite)
+    check_run_dir(out, resume, overwrite)
     if resume:
         config = resolved_for_resume(load_config(out), config.normalized(), set(explicit))
     config = config.normalized()
@@ -288,29 +255,13 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     torch.manual_seed(config.seed)
     model = make_field(config.field, 2, signal.channels, **config.field_options)
 
-    fresh = not resume  # a new run: on failure, leave the folder as empty as we found it (or gone)
-    created = not out.exists()
-    if overwrite and not resume and out.exists():
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise NfieldsError(f"cannot create the run folder '{out}' ({error.strerror}); choose another --out.") from None
-    try:
+    with open_run_dir(out, resume, overwrite):
         write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
                                                 "image": {"height": signal.height, "width": signal.width,
                                                           "channels": signal.channels},
                                                 "field_spec": model.spec()})
         fitted, trainer = fit_image(signal, model, config, run_dir=out, resume=resume, progress=progress,
                                     keep=keep)
-    except (NfieldsError, KeyboardInterrupt):
-        if fresh and load_latest(out) is None:  # nothing worth keeping: leave no half-written run
-            if created or overwrite:
-                shutil.rmtree(out, ignore_errors=True)
-            else:
-                for child in out.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        raise
 
     reconstruction = fitted.render()
     target = signal.values
@@ -328,12 +279,7 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
 
 
 def load_config(run_dir: Path) -> FitImageConfig:
-    try:
-        data = json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        raise NfieldsError(f"'{run_dir}' is not a run folder (no readable config.json).") from None
-    names = {f.name for f in dataclasses.fields(FitImageConfig)}
-    return FitImageConfig(**{k: v for k, v in data.items() if k in names})
+    return load_run_config(run_dir, FitImageConfig)
 
 
 def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
