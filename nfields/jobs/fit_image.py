@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from dataclasses import field as default
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -16,13 +15,14 @@ from .. import viz
 from ..data.grid import CONVENTIONS
 from ..data.image import ImageSignal, available_memory, load_image
 from ..errors import NfieldsError
-from ..fields import FIELDS, Field, field_from_spec, make_field, parameter_count
+from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import write_json_atomic
 from ..metrics import mse_to_psnr, psnr, ssim
 from ..render import render_image
-from ..train import Trainer, TrainerConfig, load_latest
-from ..train.run import check_run_dir, load_run_config, open_run_dir, resolved_for_resume
-from ..train.device import resolve_device, set_precision
+from ..train import Trainer, load_latest
+from ..train.device import resolve_device
+from ..train.run import load_run_config, open_run_dir
+from .common import FitConfig, final_metrics, prepare, start_run, train_field, write_run_config
 
 
 def encode_values(values: torch.Tensor) -> torch.Tensor:
@@ -36,30 +36,20 @@ def decode_values(outputs: torch.Tensor | np.ndarray):
 
 
 @dataclass
-class FitImageConfig:
+class FitImageConfig(FitConfig):
     """Everything that defines an image fit; written resolved to `config.json` in the run folder."""
+
+    path_settings: ClassVar[tuple[str, ...]] = ("source", "mask")
 
     source: str = "camera"
     size: list[int] | None = None
-    field: str = "siren"
-    field_options: dict[str, Any] = default(default_factory=dict)
-    steps: int = 2000
-    lr: float | None = None  # None: the field's own default
-    seed: int = 0
-    device: str = "auto"
     coords: str = "centers"  # "centers" or "endpoints" (SIREN's linspace(-1, 1))
     batch_pixels: int = 0  # 0: every training pixel in every step
     keep_fraction: float = 1.0  # < 1: inpainting, train on a random subset of pixels
     mask: str | None = None  # inpainting: an image whose non-zero pixels are the training pixels
-    precision: str = "fp32"
-    checkpoint_every: int = 500
-    log_every: int = 25
-    eval_every: int = 0
-    eval_at: list[int] = default(default_factory=list)
 
     def validate(self) -> None:
-        if self.steps <= 0:
-            raise NfieldsError(f"--steps must be a positive number of steps, not {self.steps}.")
+        super().validate()
         if self.size is not None and (len(self.size) not in (1, 2) or any(s <= 0 for s in self.size)):
             raise NfieldsError(f"--size takes one or two positive integers, not {self.size}.")
         if not 0.0 < self.keep_fraction <= 1.0:
@@ -68,24 +58,8 @@ class FitImageConfig:
             raise NfieldsError("give either --keep-fraction or --mask, not both.")
         if self.coords not in CONVENTIONS:
             raise NfieldsError(f"unknown coordinate convention '{self.coords}'; use {' or '.join(CONVENTIONS)}.")
-        if self.lr is not None and not self.lr > 0:
-            raise NfieldsError(f"--lr must be positive, not {self.lr}.")
-        for name in ("checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
         if self.batch_pixels < 0:
             raise NfieldsError(f"--batch-pixels must be 0 (all pixels) or positive, not {self.batch_pixels}.")
-        FIELDS.config(self.field, self.field_options)
-
-    def normalized(self) -> "FitImageConfig":
-        """Field options typed (`-o width=32` -> 32) and file paths absolute, so a run folder
-        means the same thing from any working directory."""
-        self.validate()
-        typed = FIELDS.config(self.field, self.field_options)
-        options = {k: getattr(typed, k) for k in self.field_options}
-        source = str(Path(self.source).resolve()) if Path(self.source).exists() else self.source
-        mask = str(Path(self.mask).resolve()) if self.mask and Path(self.mask).exists() else self.mask
-        return dataclasses.replace(self, field_options=options, source=source, mask=mask)
 
 
 class ImageObjective:
@@ -178,27 +152,14 @@ def fit_image(signal: ImageSignal, model: Field, config: FitImageConfig | None =
     Without `run_dir` nothing is written; with it, checkpoints and TensorBoard events go there.
     """
     config = dataclasses.replace(config or FitImageConfig(), **overrides)
-    config.validate()
-    device = resolve_device(config.device)
-    set_precision(config.precision)
+    device = prepare(config)
     model = model.to(device)
     objective = ImageObjective(model, signal, config.coords, keep, config.batch_pixels, device)
     if device.type == "cpu":
         _check_training_memory(model, objective)
-    trainer = Trainer(objective, model.make_optimizer(config.lr or model.default_lr), run_dir,
-                      TrainerConfig(config.steps, config.checkpoint_every, config.log_every, config.eval_every,
-                                    tuple(config.eval_at), progress),
-                      description=f"{config.field} {signal.name}")
-    if resume and run_dir is not None:
-        trainer.resume()
-    try:
-        trainer.fit()
-    except torch.OutOfMemoryError:
-        raise NfieldsError(f"{signal.width}x{signal.height} pixels in one step do not fit in device memory; "
-                           f"pass --batch-pixels (e.g. 65536) or a smaller --size.") from None
-    metrics = trainer.history.evals[-1] if trainer.history.evals else objective.evaluate()
-    fitted = FittedImage(model, signal.height, signal.width, config.coords,
-                         {k: v for k, v in metrics.items() if k not in ("step", "seconds")})
+    trainer = train_field(objective, model, config, run_dir, resume, progress, f"{config.field} {signal.name}",
+                          "pass --batch-pixels (e.g. 65536) or a smaller --size")
+    fitted = FittedImage(model, signal.height, signal.width, config.coords, final_metrics(trainer, objective))
     return fitted, trainer
 
 
@@ -245,21 +206,16 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
                   progress: bool = True, explicit: set[str] = frozenset()) -> dict[str, Any]:
     """The `nfields fit image` job: validate, fit, and fill the run folder. Returns metrics."""
     out = Path(out)
-    check_run_dir(out, resume, overwrite)
-    if resume:
-        config = resolved_for_resume(load_config(out), config.normalized(), set(explicit))
-    config = config.normalized()
-    device = resolve_device(config.device)
+    config = start_run(config, out, resume, overwrite, explicit)
+    device = prepare(config)
     signal = load_image(config.source, tuple(config.size) if config.size else None)
     keep = make_keep_mask(config, signal)
     torch.manual_seed(config.seed)
     model = make_field(config.field, 2, signal.channels, **config.field_options)
 
     with open_run_dir(out, resume, overwrite):
-        write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
-                                                "image": {"height": signal.height, "width": signal.width,
-                                                          "channels": signal.channels},
-                                                "field_spec": model.spec()})
+        write_run_config(out, config, device, model,
+                         image={"height": signal.height, "width": signal.width, "channels": signal.channels})
         fitted, trainer = fit_image(signal, model, config, run_dir=out, resume=resume, progress=progress,
                                     keep=keep)
 

@@ -1,0 +1,94 @@
+"""Flags and settings every `nfields fit SIGNAL` command shares."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import NfieldsError
+
+#: Flags whose values are settings of the same name (FitConfig's fields).
+COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "checkpoint_every",
+                   "log_every", "eval_at")
+#: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
+RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape"}
+
+
+def add_fit_arguments(p: argparse.ArgumentParser, source_help: str) -> None:
+    p.add_argument("source", nargs="?", help=source_help)
+    p.add_argument("--field", help="relu, relu-pe, fourier, siren, gauss or hashgrid (default siren)")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<source>-<field>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the field's own)")
+    p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--log-every", type=int, help="steps between log points (default 25)")
+    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP", help="also evaluate at these steps")
+    p.add_argument("--width", type=int, help="field option: hidden width")
+    p.add_argument("--hidden-layers", type=int, help="field option: number of width x width layers")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other field option, e.g. -o omega0=30 -o log2_table_size=18 (see 'nfields fields')")
+    p.add_argument("--recipe", help="a named preset (see 'nfields recipes')")
+    p.add_argument("--config", type=Path, help="a JSON file of settings (a run's config.json works)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise NfieldsError(f"field option '{pair}' must look like KEY=VALUE, e.g. -o omega0=30.")
+        options[key.replace("-", "_")] = value
+    return options
+
+
+def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise NfieldsError(f"cannot read config file '{path}' ({error.strerror}).") from None
+    except ValueError as error:
+        raise NfieldsError(f"config file '{path}' is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise NfieldsError(f"config file '{path}' must hold a JSON object of settings.")
+    unknown = set(data) - names - RUN_ONLY_KEYS
+    if unknown:
+        raise NfieldsError(f"config file '{path}' has unknown settings: {', '.join(sorted(unknown))}.")
+    return {k: v for k, v in data.items() if k in names}
+
+
+def fit_settings(args: argparse.Namespace, config_cls: type, job: str, extra_settings: tuple[str, ...],
+                 what: str) -> tuple[Any, set[str], Path]:
+    """defaults < recipe < config file < flags -> (config, the settings given explicitly, run folder)."""
+    from ..recipes import recipe
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    settings: dict[str, Any] = {}
+    if args.recipe:
+        settings.update(recipe(args.recipe, job).settings)
+    if args.config:
+        settings.update(_read_config_file(args.config, names))
+    flags = COMMON_SETTINGS + extra_settings
+    explicit = {name for name in flags if getattr(args, name) is not None}
+    settings.update({name: getattr(args, name) for name in explicit})
+    options = dict(settings.get("field_options", {}))
+    options.update(_parse_options(args.option))
+    for flag in ("width", "hidden_layers"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    if options:
+        settings["field_options"] = options
+        explicit.add("field_options")
+    if not settings.get("source") and not (args.resume and args.out):
+        raise NfieldsError(f"give {what}, or --resume with the run's --out folder.")
+    config = config_cls(**settings)
+    out = args.out or Path("runs") / f"{Path(config.source).stem}-{config.field}"
+    return config, explicit, out

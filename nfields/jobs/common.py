@@ -1,0 +1,113 @@
+"""What every single-signal fit shares: its base settings, training a field on an objective,
+and starting, resuming and describing a run folder. A new signal type (image, audio, video,
+shape) adds its own settings dataclass, objective and outputs on top of these."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from dataclasses import field as default
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from ..errors import NfieldsError
+from ..fields import FIELDS, Field
+from ..io import write_json_atomic
+from ..train import Objective, Trainer, TrainerConfig
+from ..train.device import PRECISIONS, resolve_device, set_precision
+from ..train.run import check_run_dir, load_run_config, resolved_for_resume
+
+
+@dataclass
+class FitConfig:
+    """Settings of any fit of one signal with one field; subclasses add the signal's own."""
+
+    #: Settings that name files; stored absolute so a run folder works from any directory.
+    path_settings: ClassVar[tuple[str, ...]] = ("source",)
+
+    source: str = ""
+    field: str = "siren"
+    field_options: dict[str, Any] = default(default_factory=dict)
+    steps: int = 2000
+    lr: float | None = None  # None: the field's own default
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    checkpoint_every: int = 500
+    log_every: int = 25
+    eval_every: int = 0
+    eval_at: list[int] = default(default_factory=list)
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise NfieldsError(f"--steps must be a positive number of steps, not {self.steps}.")
+        if self.lr is not None and not self.lr > 0:
+            raise NfieldsError(f"--lr must be positive, not {self.lr}.")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
+        if self.precision not in PRECISIONS:
+            raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
+        FIELDS.config(self.field, self.field_options)
+
+    def normalized(self):
+        """Validated, field options typed (`-o width=32` -> 32) and file paths absolute."""
+        self.validate()
+        typed = FIELDS.config(self.field, self.field_options)
+        changes: dict[str, Any] = {"field_options": {k: getattr(typed, k) for k in self.field_options}}
+        for name in self.path_settings:
+            value = getattr(self, name)
+            if value and Path(value).exists():
+                changes[name] = str(Path(value).resolve())
+        return dataclasses.replace(self, **changes)
+
+    def trainer_config(self, progress: bool) -> TrainerConfig:
+        return TrainerConfig(self.steps, self.checkpoint_every, self.log_every, self.eval_every,
+                             tuple(self.eval_at), progress)
+
+
+def train_field(objective: Objective, model: Field, config: FitConfig, run_dir: Path | None, resume: bool,
+                progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
+    """Run the one training loop on `objective` with the field's own optimizer."""
+    trainer = Trainer(objective, model.make_optimizer(config.lr or model.default_lr), run_dir,
+                      config.trainer_config(progress), description=description)
+    if resume and run_dir is not None:
+        trainer.resume()
+    try:
+        trainer.fit()
+    except torch.OutOfMemoryError:
+        raise NfieldsError(f"one training step does not fit in device memory; {out_of_memory_advice}.") from None
+    return trainer
+
+
+def prepare(config: FitConfig, device_name: str | None = None) -> torch.device:
+    """Validate, pick the device and its matmul precision."""
+    config.validate()
+    device = resolve_device(device_name or config.device)
+    set_precision(config.precision)
+    return device
+
+
+C = TypeVar("C", bound=FitConfig)
+
+
+def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set[str]) -> C:
+    """Check the run folder; on resume, the stored settings with only the budget from the command."""
+    check_run_dir(out, resume, overwrite)
+    if resume:
+        config = resolved_for_resume(load_run_config(out, type(config)), config.normalized(), set(explicit))
+    return config.normalized()
+
+
+def write_run_config(out: Path, config: FitConfig, device: torch.device, model: Field, **signal: Any) -> None:
+    """config.json: the resolved settings, the device, the field's spec and what the signal is."""
+    write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
+                                            "field_spec": model.spec(), **signal})
+
+
+def final_metrics(trainer: Trainer, objective: Objective) -> dict[str, float]:
+    """The last evaluation (the trainer evaluates at the final step), without step and seconds."""
+    metrics = trainer.history.evals[-1] if trainer.history.evals else objective.evaluate()
+    return {k: v for k, v in metrics.items() if k not in ("step", "seconds")}
