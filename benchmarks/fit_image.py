@@ -61,6 +61,31 @@ def quality(size: int, fields: list[str], milestones: list[int], device: str, ev
     return rows
 
 
+def poisson(size: int, milestones: list[int], device: str) -> list[dict]:
+    """SIREN recovering `camera` from its gradients or its Laplacian alone (SIREN §4.1)."""
+    rows = []
+    image = nfields.load_image("camera", size=(size,))
+    for supervise in ("gradient", "laplacian"):
+        torch.manual_seed(0)
+        field = nfields.make_field("siren", 2, 1)
+        _, trainer = nfields.fit_image(image, field, steps=max(milestones), device=device, progress=False,
+                                       coords="endpoints", supervise=supervise, eval_at=milestones,
+                                       log_every=max(milestones), checkpoint_every=10**9)
+        at = {e["step"]: e for e in trainer.history.evals}
+        row = {"supervise": supervise, "size": size, "psnr": {str(m): round(at[m]["psnr"], 3) for m in milestones},
+               "ssim_final": round(at[max(milestones)]["ssim"], 4),
+               "ms_per_step": round(1000 * trainer.seconds / trainer.step, 3)}
+        rows.append(row)
+        print(format_poisson(row), flush=True)
+    return rows
+
+
+def format_poisson(row: dict) -> str:
+    return (f"poisson {row['supervise']:<9} {row['size']}^2  "
+            + "  ".join(f"{m:>5}:{p:7.2f}" for m, p in row["psnr"].items())
+            + f"  SSIM {row['ssim_final']:.3f}  {row['ms_per_step']:7.2f} ms/step")
+
+
 def format_quality(row: dict) -> str:
     return (f"{row['field']:<9} {row['size']:>4}^2  " + "  ".join(f"{m:>5}:{p:7.2f}" for m, p in row["psnr"].items())
             + f"  {row['ms_per_step']:7.2f} ms/step  {row['params']:>10,} params  "
@@ -80,6 +105,8 @@ def show(path: Path) -> None:
         print(format_quality(row))
     for row in result.get("speed", []):
         print(format_speed(row))
+    for row in result.get("poisson", []):
+        print(format_poisson(row))
 
 
 class PlainSiren(nn.Module):
@@ -145,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--part", nargs="+", default=["quality-256", "quality-512", "speed"],
-                        choices=["quality-256", "quality-512", "speed"])
+                        choices=["quality-256", "quality-512", "speed", "poisson"])
     parser.add_argument("--fields", nargs="+", default=FIELDS)
     parser.add_argument("--quick", action="store_true", help="a small CPU run: 64^2, 100 and 500 steps")
     parser.add_argument("--json", type=Path, default=None)
@@ -171,6 +198,9 @@ def main() -> None:
         save()
     if "speed" in args.part and not args.quick:
         result["speed"] = speed([256, 512], args.device, steps=200)
+        save()
+    if "poisson" in args.part and not args.quick:
+        result["poisson"] = poisson(256, [500, 1000, 2000], args.device)
         save()
     if "quality-512" in args.part and not args.quick:
         for name in args.fields:

@@ -6,7 +6,7 @@ import argparse
 
 from .common import add_fit_arguments, fit_settings
 
-IMAGE_SETTINGS = ("size", "keep_fraction", "mask", "batch_pixels", "coords")
+IMAGE_SETTINGS = ("size", "keep_fraction", "mask", "batch_pixels", "coords", "supervise")
 
 
 def add_parser(sub) -> None:
@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--mask", help="inpainting: train on the white pixels of this image")
     p.add_argument("--batch-pixels", type=int, help="random pixels per step (default 0: all)")
     p.add_argument("--coords", help="pixel-centre convention: centers (default) or endpoints (SIREN)")
+    p.add_argument("--supervise", help="values (default), or gradient / laplacian: Poisson reconstruction, "
+                                       "fitting only the image's derivatives (SIREN)")
     p.set_defaults(handler=run)
 
 

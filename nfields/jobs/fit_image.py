@@ -17,22 +17,12 @@ from ..data.image import ImageSignal, available_memory, load_image
 from ..errors import NfieldsError
 from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import write_json_atomic
-from ..metrics import mse_to_psnr, psnr, ssim
 from ..render import render_image
 from ..train import Trainer, load_latest
 from ..train.device import resolve_device
 from ..train.run import load_run_config, open_run_dir
+from .image_objectives import SUPERVISION, ImageObjective, PoissonObjective, decode_values
 from .common import FitConfig, final_metrics, prepare, start_run, train_field, write_run_config
-
-
-def encode_values(values: torch.Tensor) -> torch.Tensor:
-    """Image values [0, 1] -> the field's range [-1, 1] (SIREN's setup; we use it for every field)."""
-    return values * 2.0 - 1.0
-
-
-def decode_values(outputs: torch.Tensor | np.ndarray):
-    """The field's range [-1, 1] -> image values [0, 1] (not clamped)."""
-    return (outputs + 1.0) * 0.5
 
 
 @dataclass
@@ -47,6 +37,7 @@ class FitImageConfig(FitConfig):
     batch_pixels: int = 0  # 0: every training pixel in every step
     keep_fraction: float = 1.0  # < 1: inpainting, train on a random subset of pixels
     mask: str | None = None  # inpainting: an image whose non-zero pixels are the training pixels
+    supervise: str = "values"  # or "gradient" / "laplacian": Poisson reconstruction
 
     def validate(self) -> None:
         super().validate()
@@ -58,53 +49,12 @@ class FitImageConfig(FitConfig):
             raise NfieldsError("give either --keep-fraction or --mask, not both.")
         if self.coords not in CONVENTIONS:
             raise NfieldsError(f"unknown coordinate convention '{self.coords}'; use {' or '.join(CONVENTIONS)}.")
+        if self.supervise not in SUPERVISION:
+            raise NfieldsError(f"unknown --supervise '{self.supervise}'; use {', '.join(SUPERVISION)}.")
+        if self.supervise != "values" and (self.keep_fraction < 1.0 or self.mask):
+            raise NfieldsError("inpainting (--keep-fraction, --mask) needs --supervise values.")
         if self.batch_pixels < 0:
             raise NfieldsError(f"--batch-pixels must be 0 (all pixels) or positive, not {self.batch_pixels}.")
-
-
-class ImageObjective:
-    """MSE between the field and the image on the training pixels, in the field's [-1, 1] range."""
-
-    def __init__(self, model: Field, signal: ImageSignal, convention: str, keep: torch.Tensor | None,
-                 batch_pixels: int, device: torch.device, eval_chunk: int = 1 << 18):
-        self.model = model
-        self.signal = signal
-        self.keep = keep
-        self.coords = signal.coords(convention).to(device)
-        self.targets = signal.targets().to(device)
-        train_index = None if keep is None else keep.reshape(-1).nonzero().squeeze(1).to(device)
-        self.train_coords = self.coords if train_index is None else self.coords[train_index]
-        self.train_values = encode_values(self.targets if train_index is None else self.targets[train_index])
-        self.batch_pixels = batch_pixels if 0 < batch_pixels < len(self.train_coords) else 0
-        self.eval_chunk = eval_chunk
-
-    def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        coords, values = self.train_coords, self.train_values
-        if self.batch_pixels:
-            index = torch.randint(len(coords), (self.batch_pixels,), device=coords.device)
-            coords, values = coords[index], values[index]
-        mse = ((self.model(coords) - values) ** 2).mean()
-        return mse, {"psnr": mse_to_psnr(mse.detach() / 4.0)}  # /4: [-1, 1] MSE -> [0, 1] MSE
-
-    @torch.no_grad()
-    def predict(self) -> torch.Tensor:
-        """(H*W, C) values in [0, 1], not clamped."""
-        parts = [self.model(self.coords[i:i + self.eval_chunk]) for i in range(0, len(self.coords), self.eval_chunk)]
-        return decode_values(torch.cat(parts))
-
-    def evaluate(self) -> dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        prediction = self.predict()
-        self.model.train(was_training)
-        h, w, c = self.signal.height, self.signal.width, self.signal.channels
-        metrics = {"psnr": psnr(prediction, self.targets),
-                   "ssim": ssim(prediction.reshape(h, w, c), self.targets.reshape(h, w, c))}
-        if self.keep is not None:
-            keep = self.keep.reshape(-1).to(prediction.device)
-            metrics["psnr_train_pixels"] = psnr(prediction[keep], self.targets[keep])
-            metrics["psnr_heldout"] = psnr(prediction[~keep], self.targets[~keep])
-        return metrics
 
 
 @dataclass
@@ -116,6 +66,8 @@ class FittedImage:
     width: int
     convention: str = "centers"
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Added to every channel's values: the constant of integration of a Poisson fit.
+    offset: list[float] | None = None
 
     def output_size(self, height: int | None = None, width: int | None = None, scale: float | None = None,
                     region: Sequence[float] | None = None) -> tuple[int, int]:
@@ -139,7 +91,8 @@ class FittedImage:
         height, width = self.output_size(height, width, scale, region)
         raw = render_image(self.field, height, width, (self.height, self.width), self.convention, region,
                            chunk, progress)
-        return np.clip(decode_values(raw), 0, 1)
+        values = decode_values(raw) + (np.asarray(self.offset, np.float32) if self.offset else 0)
+        return np.clip(values, 0, 1)
 
 
 # -- the Python entry point -------------------------------------------------------------------
@@ -154,12 +107,17 @@ def fit_image(signal: ImageSignal, model: Field, config: FitImageConfig | None =
     config = dataclasses.replace(config or FitImageConfig(), **overrides)
     device = prepare(config)
     model = model.to(device)
-    objective = ImageObjective(model, signal, config.coords, keep, config.batch_pixels, device)
+    if config.supervise == "values":
+        objective = ImageObjective(model, signal, config.coords, keep, config.batch_pixels, device)
+    else:
+        objective = PoissonObjective(model, signal, config.coords, config.supervise, config.batch_pixels, device)
     if device.type == "cpu":
         _check_training_memory(model, objective)
     trainer = train_field(objective, model, config, run_dir, resume, progress, f"{config.field} {signal.name}",
                           "pass --batch-pixels (e.g. 65536) or a smaller --size")
-    fitted = FittedImage(model, signal.height, signal.width, config.coords, final_metrics(trainer, objective))
+    offset = objective.offset.tolist() if isinstance(objective, PoissonObjective) else None
+    fitted = FittedImage(model, signal.height, signal.width, config.coords, final_metrics(trainer, objective),
+                         offset)
     return fitted, trainer
 
 
@@ -224,7 +182,9 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     metrics = {**fitted.metrics, "steps": trainer.step, "seconds": trainer.seconds,
                "params": parameter_count(model), "field": config.field, "device": str(device),
                "image": f"{signal.width}x{signal.height}x{signal.channels}", "source": config.source,
-               "history": trainer.history.evals}
+               "supervise": config.supervise, "history": trainer.history.evals}
+    if fitted.offset is not None:
+        metrics["value_offset"] = fitted.offset
     viz.save_image(reconstruction, out / "reconstruction.png")
     title = f"{config.field} on {signal.name}: {metrics['psnr']:.2f} dB after {trainer.step} steps"
     viz.save_comparison(target, reconstruction, out / "comparison.png", title,
@@ -253,4 +213,8 @@ def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     model = model.to(resolve_device(device)).eval()
     image = data["image"]
-    return FittedImage(model, image["height"], image["width"], config.coords)
+    try:  # a Poisson fit's constant of integration, known once the fit has finished
+        offset = json.loads((run_dir / "metrics.json").read_text()).get("value_offset")
+    except (OSError, ValueError):
+        offset = None
+    return FittedImage(model, image["height"], image["width"], config.coords, offset=offset)
