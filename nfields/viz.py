@@ -108,3 +108,34 @@ def save_curve(train: list[dict], evals: list[dict], path: str | Path, title: st
     if title:
         fig.suptitle(title)
     write_bytes_atomic(path, _figure_bytes(fig))
+
+
+def save_audio_comparison(target: np.ndarray, reconstruction: np.ndarray, rate: int, path: str | Path,
+                          title: str = "") -> None:
+    """Waveforms (target and reconstruction overlaid, then the error) and both spectrograms, of the
+    first channel; (N, C) samples in [-1, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = target[:, 0], reconstruction[:, 0]
+    seconds = np.arange(len(x)) / rate
+    fig, axes = plt.subplots(4, 1, figsize=(11, 10), constrained_layout=True)
+    axes[0].plot(seconds, x, lw=0.5, label="target")
+    axes[0].plot(seconds, y, lw=0.5, alpha=0.7, label="reconstruction")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(seconds, y - x, lw=0.5, color="tab:red")
+    for ax, name in zip(axes[:2], ("waveform", "error (reconstruction - target)")):
+        ax.set_title(name)
+        ax.set_xlim(0, seconds[-1] if len(x) > 1 else 1)
+    nfft = int(min(1024, max(16, 2 ** np.floor(np.log2(max(len(x) // 8, 16))))))
+    floor = 10 * np.log10(max(float((x ** 2).mean()), 1e-12)) - 90  # dB: the spectrogram's colour floor
+    for ax, signal, name in ((axes[2], x, "target spectrogram"), (axes[3], y, "reconstruction spectrogram")):
+        ax.specgram(signal, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma", vmin=floor, vmax=floor + 110)
+        ax.set_title(name)
+        ax.set_ylabel("Hz")
+    axes[3].set_xlabel("seconds")
+    if title:
+        fig.suptitle(title + ("" if target.shape[1] == 1 else f" (channel 1 of {target.shape[1]})"))
+    write_bytes_atomic(path, _figure_bytes(fig))

@@ -12,7 +12,7 @@ from ..errors import NfieldsError
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
-FIT_COMMANDS = ("fit_image",)
+FIT_COMMANDS = ("fit_image", "fit_audio", "fit_video", "fit_shape")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,10 @@
 """Where coordinates and values come from."""
 
 from . import catalog
+from .audio import AudioSignal, load_audio
 from .grid import pixel_grid
 from .image import ImageSignal, load_image
+from .video import VideoSignal, load_video
 
-__all__ = ["catalog", "pixel_grid", "ImageSignal", "load_image"]
+__all__ = ["catalog", "pixel_grid", "ImageSignal", "load_image", "AudioSignal", "load_audio",
+           "VideoSignal", "load_video"]

