@@ -16,9 +16,7 @@ both clamp the prediction to [-1, 1]. Prints a table and writes JSON (device, da
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402  (imports soundfile only when a file is read)
+from common import header, release, title  # noqa: E402
 from nfields.data.audio import AudioSignal  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 
@@ -73,8 +72,7 @@ def quality(clip: AudioSignal, runs: list[tuple[str, str, dict]], milestones: li
         rows.append(row)
         print(format_row(row), flush=True)
         del fitted, trainer, field
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
     return rows
 
 
@@ -86,8 +84,7 @@ def format_row(row: dict) -> str:
 
 def show(path: Path) -> None:
     result = json.loads(path.read_text())
-    print(f"{result['benchmark']} on {result['device_name']} ({result['device']}), torch {result['torch']}, "
-          f"{result['date']}; PSNR / SNR in dB at each step count")
+    print(title(result, "PSNR / SNR in dB at each step count"))
     for row in result["quality"]:
         print(format_row(row))
 
@@ -112,9 +109,7 @@ def main() -> None:
     milestones = [10, 20] if args.quick else [500, 1000, 2000]
     clips = load_clips(args.data, 0.05 if args.quick else args.max_seconds)
     runs = [run for run in RUNS if run[0] in args.fields]
-    result = {"benchmark": "fit_audio", "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32",
+    result = {**header("fit_audio", args.device),
               "quick": args.quick, "quality": []}
     path = args.json or Path(__file__).parent / "results" / f"fit_audio_{args.device}{'_quick' if args.quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,7 @@ Prints a table and writes JSON (device, date, numbers) to --json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
+from common import header, release, title  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.train.device import set_precision  # noqa: E402
 
@@ -56,8 +55,7 @@ def quality(size: int, fields: list[str], milestones: list[int], device: str, ev
         rows.append(row)
         print(format_quality(row), flush=True)
         del fitted, trainer, field
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
     return rows
 
 
@@ -99,8 +97,7 @@ def format_speed(row: dict) -> str:
 
 def show(path: Path) -> None:
     result = json.loads(path.read_text())
-    print(f"{result['benchmark']} on {result['device_name']} ({result['device']}), torch {result['torch']}, "
-          f"{result['date']}; PSNR in dB at each step count")
+    print(title(result, "PSNR in dB at each step count"))
     for row in result.get("quality", []):
         print(format_quality(row))
     for row in result.get("speed", []):
@@ -181,9 +178,7 @@ def main() -> None:
     if args.show:
         return show(args.show)
 
-    result = {"benchmark": "fit_image", "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32"}
+    result = {**header("fit_image", args.device)}
     path = args.json or Path(__file__).parent / "results" / f"fit_image_{args.device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -15,9 +15,7 @@ half uniform, half near-surface; uniform IoU points), float16 points labelled af
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402  (imports neither trimesh nor igl at module level)
+from common import header, release  # noqa: E402
 from nfields.data.shape import ShapeSamples  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.jobs.fit_shape import fit_shape  # noqa: E402
@@ -80,8 +79,7 @@ def measure(folder: Path, meshes: list[str], methods: list[str], steps: int, bat
             rows.append(row)
             print(format_row(row), flush=True)
             del fitted, trainer, field
-            if device == "cuda":
-                torch.cuda.empty_cache()
+            release(device)
     return rows
 
 
@@ -127,9 +125,7 @@ def main() -> None:
     if args.quick:
         args.meshes, args.steps, args.batch_points, args.resolution = args.meshes[:2], 20, 500, 32
         surface, evaluation = 5_000, 5_000
-    result = {"benchmark": "fit_shape", "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32",
+    result = {**header("fit_shape", args.device),
               "steps": args.steps, "batch_points": args.batch_points, "resolution": args.resolution,
               "surface_samples": surface, "eval_points": evaluation, "fscore_threshold": 0.02,
               "normalisation": "bounding-box centre at 0, longest side 1.8"}

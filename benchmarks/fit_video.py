@@ -15,9 +15,7 @@ Prints a table and writes JSON (device, date, torch version, the setup, numbers)
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
+from common import header, release, title  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 
 FIELDS = ["relu", "relu-pe", "fourier", "siren", "gauss", "hashgrid"]
@@ -74,8 +73,7 @@ def quality(video: nfields.VideoSignal, fields: list[str], milestones: list[int]
         rows.append(row)
         print(format_row(row), flush=True)
         del fitted, trainer, field
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
     return rows
 
 
@@ -87,9 +85,8 @@ def format_row(row: dict) -> str:
 def show(path: Path) -> None:
     result = json.loads(path.read_text())
     setup = result["setup"]
-    print(f"{result['benchmark']} on {result['device_name']} ({result['device']}), torch {result['torch']}, "
-          f"{result['date']}; {setup['source']}: {setup['frames']} frames {setup['size'][1]}x{setup['size'][0]}, "
-          f"{setup['batch_pixels']:,} pixels per step; mean PSNR over frames (dB) at each step count")
+    print(title(result, f"{setup['source']}: {setup['frames']} frames {setup['size'][1]}x{setup['size'][0]}, "
+          f"{setup['batch_pixels']:,} pixels per step; mean PSNR over frames (dB) at each step count"))
     for row in result["quality"]:
         print(format_row(row))
 
@@ -118,9 +115,7 @@ def main() -> None:
     if args.quick:
         video = nfields.VideoSignal(video.frames[:QUICK_FRAMES], video.name, video.fps).resized(QUICK_SIZE)
         milestones, args.batch_pixels = [10, 30], 4096
-    result = {"benchmark": "fit_video", "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32",
+    result = {**header("fit_video", args.device),
               "setup": {"source": video.name, "frames": video.num_frames, "size": [video.height, video.width],
                         "fps": video.fps, "batch_pixels": args.batch_pixels, "coords": "centers",
                         "milestones": milestones, "quick": args.quick,

@@ -1,0 +1,26 @@
+"""What every benchmark script shares: the header of its results JSON, its title, freeing memory."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+
+import torch
+
+
+def header(benchmark: str, device: str) -> dict:
+    """Which benchmark, on what, when: the first keys of every results JSON."""
+    return {"benchmark": benchmark, "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32"}
+
+
+def title(result: dict, what: str) -> str:
+    return (f"{result['benchmark']} on {result['device_name']} ({result['device']}), torch {result['torch']}, "
+            f"{result['date']}; {what}")
+
+
+def release(device: str) -> None:
+    """Hand cached GPU memory back between runs, so one field's peak does not crowd the next."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
