@@ -7,21 +7,24 @@
     big = fitted.render(scale=4)          # (1024, 1024, 1) in [0, 1]
 """
 
-from .data import AudioSignal, ImageSignal, catalog, load_audio, load_image
+from .data import AudioSignal, ImageSignal, VideoSignal, catalog, load_audio, load_image, load_video
+from .data.shape import ShapeSamples, ShapeSignal, load_shape
 from .errors import NfieldsError
 from .fields import FIELDS, Field, make_field
-from .jobs import FitAudioConfig, FittedAudio, fit_audio, make_audio_field
-from .jobs import FitImageConfig, FittedImage, export_run, fit_image, load_exported, load_fitted
-from .jobs import FitVideoConfig, FittedVideo, fit_video
-from .data import VideoSignal, load_video
-from .data.shape import ShapeSamples, ShapeSignal, load_shape
+from .jobs import (FitAudioConfig, FitImageConfig, FittedAudio, FittedImage, FittedVideo, FitVideoConfig,
+                   export_run, fit_audio, fit_image, fit_video, load_exported, load_fitted, make_audio_field)
 from .jobs.fit_shape import FitShapeConfig, FittedShape, fit_shape, load_fitted_shape
 from .metrics import psnr, ssim
 
 __version__ = "0.1.0"
-__all__ = ["ImageSignal", "catalog", "load_image", "NfieldsError", "FIELDS", "Field", "make_field",
-           "FitImageConfig", "FittedImage", "export_run", "fit_image", "load_exported", "load_fitted",
-           "psnr", "ssim", "__version__", "AudioSignal", "load_audio", "FitAudioConfig", "FittedAudio", "fit_audio",
-           "make_audio_field", "VideoSignal", "load_video", "FitVideoConfig", "FittedVideo", "fit_video",
+__all__ = ["NfieldsError", "FIELDS", "Field", "make_field", "catalog", "psnr", "ssim", "__version__",
+           # images
+           "ImageSignal", "load_image", "FitImageConfig", "FittedImage", "fit_image", "load_fitted", "export_run",
+           "load_exported",
+           # audio
+           "AudioSignal", "load_audio", "FitAudioConfig", "FittedAudio", "fit_audio", "make_audio_field",
+           # video
+           "VideoSignal", "load_video", "FitVideoConfig", "FittedVideo", "fit_video",
+           # shapes
            "ShapeSignal", "ShapeSamples", "load_shape", "FitShapeConfig", "FittedShape", "fit_shape",
            "load_fitted_shape"]
