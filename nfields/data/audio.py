@@ -70,18 +70,7 @@ def resampled_axis(length: int, rate: float, new_rate: float) -> torch.Tensor:
 
 def resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
     """A path or a built-in audio name -> (file path, display name)."""
-    path = Path(source)
-    if path.exists():
-        if path.is_dir():
-            raise NfieldsError(f"'{source}' is a folder; give one audio file or a built-in name.")
-        return path, path.stem
-    if path.suffix.lower() in SUFFIXES or os.sep in str(source):
-        raise NfieldsError(f"file '{source}' does not exist; check the path.")
-    found = catalog.locate(str(source))
-    kind = catalog.ENTRIES[str(source)].kind
-    if kind != "audio":
-        raise NfieldsError(f"built-in '{source}' is {kind}, not audio; run 'nfields datasets' to list the audio clips.")
-    return found, str(source)
+    return catalog.resolve(source, "audio", SUFFIXES)
 
 
 def load_audio(source: str | os.PathLike, max_seconds: float | None = None) -> AudioSignal:

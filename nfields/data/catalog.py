@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,28 @@ def locate(name: str) -> Path:
     if path is None:
         raise NfieldsError(f"built-in '{name}' is not installed; install {entry.package} first.")
     return path
+
+
+NOUNS = {"audio": "audio", "image": "an image", "video": "a video"}  # for "built-in 'x' is image, not audio"
+
+
+def resolve(source: str | os.PathLike, kind: str, suffixes: set[str]) -> tuple[Path, str]:
+    """A file path or the name of a built-in of `kind` -> (file path, display name).
+
+    A name that looks like a file (a known suffix or a folder separator) must exist as one.
+    """
+    path = Path(source)
+    if path.is_dir():
+        raise NfieldsError(f"'{source}' is a folder; give one {kind} file or a built-in name.")
+    if path.exists():
+        return path, path.stem
+    if path.suffix.lower() in suffixes or os.sep in str(source):
+        raise NfieldsError(f"file '{source}' does not exist; check the path.")
+    found = locate(str(source))
+    if ENTRIES[str(source)].kind != kind:
+        raise NfieldsError(f"built-in '{source}' is {ENTRIES[str(source)].kind}, not {NOUNS.get(kind, kind)}; "
+                           f"run 'nfields datasets' to list the built-ins.")
+    return found, str(source)
 
 
 def archive_entry(name: str, kind: str) -> ArchiveEntry:

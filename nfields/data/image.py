@@ -93,15 +93,8 @@ def resize(values: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
-    """A path or a built-in name -> (file path, display name)."""
-    path = Path(source)
-    if path.exists():
-        if path.is_dir():
-            raise NfieldsError(f"'{source}' is a folder; give one image file or a built-in name.")
-        return path, path.stem
-    if path.suffix.lower() in SUFFIXES or os.sep in str(source):
-        raise NfieldsError(f"file '{source}' does not exist; check the path.")
-    return catalog.locate(str(source)), str(source)
+    """A path or a built-in image name -> (file path, display name)."""
+    return catalog.resolve(source, "image", SUFFIXES)
 
 
 def load_image(source: str | os.PathLike, size: tuple[int, ...] | None = None) -> ImageSignal:

@@ -96,17 +96,7 @@ def video_coords(times: torch.Tensor, height: int, width: int, convention: str =
 
 def resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
     """A path or a built-in video name -> (file path, display name)."""
-    path = Path(source)
-    if path.is_dir():
-        raise NfieldsError(f"'{source}' is a folder; give one video file or a built-in name.")
-    if path.exists():
-        return path, path.stem
-    if path.suffix.lower() in SUFFIXES or os.sep in str(source):
-        raise NfieldsError(f"file '{source}' does not exist; check the path.")
-    found = catalog.locate(str(source))
-    if catalog.ENTRIES[str(source)].kind != "video":
-        raise NfieldsError(f"built-in '{source}' is not a video; run 'nfields datasets' to list the videos.")
-    return found, str(source)
+    return catalog.resolve(source, "video", SUFFIXES)
 
 
 def load_video(source: str | os.PathLike, frames: int | None = None,
