@@ -14,12 +14,13 @@ from ..errors import NfieldsError
 COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "checkpoint_every",
                    "log_every", "eval_at")
 #: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
-RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape"}
+RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape", "scene"}
 
 
-def add_fit_arguments(p: argparse.ArgumentParser, source_help: str) -> None:
+def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
+                      field_help: str = "relu, relu-pe, fourier, siren, gauss or hashgrid (default siren)") -> None:
     p.add_argument("source", nargs="?", help=source_help)
-    p.add_argument("--field", help="relu, relu-pe, fourier, siren, gauss or hashgrid (default siren)")
+    p.add_argument("--field", help=field_help)
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--out", type=Path, help="run folder (default runs/<source>-<field>)")

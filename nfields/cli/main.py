@@ -12,7 +12,7 @@ from ..errors import NfieldsError
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
-FIT_COMMANDS = ("fit_image", "fit_audio", "fit_video", "fit_shape")
+FIT_COMMANDS = ("fit_image", "fit_audio", "fit_video", "fit_shape", "fit_scene")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,22 +24,37 @@ def build_parser() -> argparse.ArgumentParser:
     for name in FIT_COMMANDS:
         importlib.import_module(f"{__package__}.{name}").add_parser(signals)
 
-    render = sub.add_parser("render", help="evaluate a fitted field on any grid (super-resolution, zoom)")
-    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image'")
-    scale = render.add_mutually_exclusive_group(required=True)
-    scale.add_argument("--scale", type=float, help="output pixels per fitted pixel, e.g. 4")
+    render = sub.add_parser("render", help="render a fitted field: an image at any size, or new views of a scene",
+                            description="Image runs: evaluate on any grid (--scale or --size, --region). Scene "
+                                        "runs: an orbit video (--orbit) or the views of a pose file (--pose).")
+    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image' or 'nfields fit scene'")
+    scale = render.add_mutually_exclusive_group()
+    scale.add_argument("--scale", type=float, help="image runs: output pixels per fitted pixel, e.g. 4")
     scale.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="exact output size")
     render.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
-                        help="the area to render, in pixels of the fitted image (may extend past it)")
-    render.add_argument("--out", type=Path, required=True, help="output image (PNG, JPEG, TIFF, ...)")
+                        help="image runs: the area to render, in pixels of the fitted image (may extend past it)")
+    render.add_argument("--orbit", action="store_true", help="scene runs: a video circling the object (.mp4)")
+    render.add_argument("--frames", type=int, default=60, help="frames of the orbit (default 60)")
+    render.add_argument("--elevation", type=float, default=30.0, help="orbit elevation in degrees (default 30)")
+    render.add_argument("--radius", type=float, default=4.0, help="orbit camera distance (default 4)")
+    render.add_argument("--pose", type=Path, help="scene runs: a JSON camera-to-world 4x4 matrix or a "
+                                                  "transforms file (one image per frame)")
+    render.add_argument("--depth", action="store_true", help="scene runs: depth maps instead of colour")
+    render.add_argument("--out", type=Path, required=True, help="output image (PNG, JPEG, TIFF, ...), .mp4 or folder")
     render.add_argument("--device", default="auto")
-    render.add_argument("--chunk", type=int, default=1 << 18, help="pixels evaluated at once")
+    render.add_argument("--chunk", type=int, default=None, help="pixels (rays) evaluated at once")
     render.set_defaults(handler=cmd_render)
 
-    export = sub.add_parser("export", help="write a fitted field's weights quantised (compression)")
+    export = sub.add_parser("export", help="write a fitted field's weights quantised (compression), or a "
+                                           "scene's density surface as a mesh")
     export.add_argument("run", type=Path)
-    export.add_argument("--bits", type=int, required=True, choices=(16, 8))
-    export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    what = export.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bits", type=int, choices=(16, 8), help="image runs: quantise the weights")
+    what.add_argument("--mesh", action="store_true", help="scene runs: marching cubes on the density")
+    export.add_argument("--resolution", type=int, default=256, help="--mesh: grid points per side (default 256)")
+    export.add_argument("--threshold", type=float, default=25.0, help="--mesh: density level of the surface (default 25)")
+    export.add_argument("--device", default="auto")
+    export.add_argument("--out", type=Path, required=True, help="output .safetensors (--bits) or .ply (--mesh)")
     export.set_defaults(handler=cmd_export)
 
     sub.add_parser("datasets", help="list the built-in data and whether each is installed").set_defaults(
@@ -52,19 +67,45 @@ def build_parser() -> argparse.ArgumentParser:
 # -- render, export, listings --------------------------------------------------------------------
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from ..jobs.scene_outputs import is_scene_run
+
+    if not args.out.parent.exists():
+        raise NfieldsError(f"folder '{args.out.parent}' does not exist; create it or choose another --out.")
+    if args.chunk is not None and args.chunk <= 0:
+        raise NfieldsError(f"--chunk must be positive, not {args.chunk}.")
+    if is_scene_run(args.run):
+        return _render_scene(args)
+    if args.scale is None and args.size is None:
+        raise NfieldsError("an image run renders at --scale K or --size H W; give one of them.")
+    return _render_image(args)
+
+
+def _render_scene(args: argparse.Namespace) -> int:
+    from ..jobs.scene_outputs import render_scene_run
+
+    if args.scale is not None or args.region is not None:
+        raise NfieldsError("--scale and --region are for image runs; a scene renders at --size H W.")
+    report = render_scene_run(args.run, args.out, args.frames if args.orbit else None, args.pose, args.depth,
+                              tuple(args.size) if args.size else None, args.elevation, args.radius,
+                              device=args.device, chunk=args.chunk or 4096)
+    what = "depth maps" if args.depth else "views"
+    print(f"wrote {', '.join(report['files'][:3])}{' ...' if len(report['files']) > 3 else ''} "
+          f"({report['views']} {what} at {report['width']}x{report['height']})")
+    return 0
+
+
+def _render_image(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .. import viz
     from ..jobs.fit_image import load_fitted
 
-    if not args.out.parent.exists():
-        raise NfieldsError(f"folder '{args.out.parent}' does not exist; create it or choose another --out.")
-    if args.chunk <= 0:
-        raise NfieldsError(f"--chunk must be positive, not {args.chunk}.")
+    if args.orbit or args.pose or args.depth:
+        raise NfieldsError("--orbit, --pose and --depth are for scene runs; an image run renders at --scale or --size.")
     fitted = load_fitted(args.run, args.device)
     height, width = fitted.output_size(*(args.size or (None, None)), scale=args.scale, region=args.region)
     with tqdm(total=height, desc="render", unit="row", file=sys.stderr, disable=height * width < 1 << 22) as bar:
-        image = fitted.render(height, width, region=args.region, chunk=args.chunk, progress=bar)
+        image = fitted.render(height, width, region=args.region, chunk=args.chunk or 1 << 18, progress=bar)
     try:
         viz.save_image(image, args.out)
     except (KeyError, ValueError, OSError) as error:
@@ -75,6 +116,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..jobs.export import export_run
+    from ..jobs.scene_outputs import export_scene_mesh, is_scene_run
+
+    if args.mesh:
+        if not is_scene_run(args.run):
+            raise NfieldsError(f"'{args.run}' is not a scene run; --mesh extracts a surface from 'nfields fit scene' "
+                               "runs (shape runs already write mesh.ply).")
+        report = export_scene_mesh(args.run, args.out, args.resolution, args.threshold, args.device)
+        print(f"wrote {report['file']}: {report['vertices']:,} vertices, {report['faces']:,} faces at density "
+              f"{report['threshold']:g} ({report['resolution']}³ grid)")
+        return 0
 
     report = export_run(args.run, args.bits, args.out)
     print(f"wrote {report['file']}: {report['bytes']:,} bytes, {report['bits_per_pixel']:.3f} bits per pixel, "

@@ -11,15 +11,16 @@ from torch import nn
 class PositionalEncoding(nn.Module):
     """[x, sin(2^k pi x), cos(2^k pi x)] for k = 0 .. frequencies-1.
 
-    The paper's formula has pi; the official code drops it (its scenes span a few units).
-    We keep pi because our coordinates live in [-1, 1]. The raw input is kept, as in the code.
+    The paper's formula has pi; the official code drops it (its scenes span a few units): `pi=False`
+    follows the code for world coordinates (radiance fields); pi stays the default for coordinates
+    in [-1, 1]. The raw input is kept, as in the code.
     """
 
-    def __init__(self, in_features: int, frequencies: int = 10, include_input: bool = True):
+    def __init__(self, in_features: int, frequencies: int = 10, include_input: bool = True, pi: bool = True):
         super().__init__()
         self.in_features = in_features
         self.include_input = include_input
-        self.register_buffer("bands", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32),
+        self.register_buffer("bands", (math.pi if pi else 1.0) * 2.0 ** torch.arange(frequencies, dtype=torch.float32),
                              persistent=False)
         self.out_features = in_features * (2 * frequencies + int(include_input))
 

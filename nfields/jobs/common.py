@@ -13,8 +13,9 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from ..errors import NfieldsError
-from ..fields import FIELDS, Field
+from ..fields import FIELDS
 from ..io import write_json_atomic
+from ..registry import Registry
 from ..train import Objective, Trainer, TrainerConfig
 from ..train.device import PRECISIONS, resolve_device, set_precision
 from ..train.run import check_run_dir, load_run_config, resolved_for_resume
@@ -26,6 +27,8 @@ class FitConfig:
 
     #: Settings that name files; stored absolute so a run folder works from any directory.
     path_settings: ClassVar[tuple[str, ...]] = ("source",)
+    #: Where `field` is looked up (scene fits use the scene fields).
+    field_registry: ClassVar[Registry] = FIELDS
 
     source: str = ""
     field: str = "siren"
@@ -50,12 +53,12 @@ class FitConfig:
                 raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
         if self.precision not in PRECISIONS:
             raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
-        FIELDS.config(self.field, self.field_options)
+        self.field_registry.config(self.field, self.field_options)
 
     def normalized(self):
         """Validated, field options typed (`-o width=32` -> 32) and file paths absolute."""
         self.validate()
-        typed = FIELDS.config(self.field, self.field_options)
+        typed = self.field_registry.config(self.field, self.field_options)
         changes: dict[str, Any] = {"field_options": {k: getattr(typed, k) for k in self.field_options}}
         for name in self.path_settings:
             value = getattr(self, name)
@@ -65,10 +68,14 @@ class FitConfig:
 
     def trainer_config(self, progress: bool) -> TrainerConfig:
         return TrainerConfig(self.steps, self.checkpoint_every, self.log_every, self.eval_every,
-                             tuple(self.eval_at), progress)
+                             tuple(self.eval_at), progress, **self.time_budget())
+
+    def time_budget(self) -> dict[str, Any]:
+        """TrainerConfig's time limits; signals that train by the clock override this."""
+        return {}
 
 
-def train_field(objective: Objective, model: Field, config: FitConfig, run_dir: Path | None, resume: bool,
+def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig, run_dir: Path | None, resume: bool,
                 progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
     """Run the one training loop on `objective` with the field's own optimizer."""
     trainer = Trainer(objective, model.make_optimizer(config.lr or model.default_lr), run_dir,
@@ -101,7 +108,7 @@ def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set
     return config.normalized()
 
 
-def write_run_config(out: Path, config: FitConfig, device: torch.device, model: Field, **signal: Any) -> None:
+def write_run_config(out: Path, config: FitConfig, device: torch.device, model: torch.nn.Module, **signal: Any) -> None:
     """config.json: the resolved settings, the device, the field's spec and what the signal is."""
     write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
                                             "field_spec": model.spec(), **signal})

@@ -17,7 +17,8 @@ from .checkpoint import load_latest
 C = TypeVar("C")
 
 #: Settings a resuming command may change: the budget and how it is watched, never the experiment.
-RESUMABLE = frozenset({"steps", "device", "checkpoint_every", "log_every", "eval_every", "eval_at"})
+RESUMABLE = frozenset({"steps", "device", "checkpoint_every", "log_every", "eval_every", "eval_at",
+                       "seconds", "eval_at_seconds"})
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:

@@ -23,6 +23,7 @@ from .logging import EventLog, progress_bar
 
 class Objective(Protocol):
     model: nn.Module
+    #: Optional: `items_per_step = (count, unit)`, e.g. (4096, "rays"), shown as a rate in the progress bar.
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named scalars to log (tensors: read only at log points)."""
@@ -39,6 +40,10 @@ class TrainerConfig:
     eval_every: int = 0
     eval_at: tuple[int, ...] = ()
     progress: bool = True
+    #: Stop after this many seconds of training (0: no limit); checked at log points.
+    max_seconds: float = 0.0
+    #: Also evaluate when training time first passes each of these seconds (checked at log points).
+    eval_at_seconds: tuple[float, ...] = ()
 
 
 @dataclass
@@ -114,10 +119,13 @@ class Trainer:
 
     def fit(self) -> History:
         cfg = self.config
+        if cfg.max_seconds and self.seconds >= cfg.max_seconds:
+            return self.history  # a resumed run that already used its time
         events = EventLog(self.run_dir, purge_step=self.step + 1 if self.step else None)
         bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress)
         sums: dict[str, torch.Tensor] = {}
         count = 0
+        items = getattr(self.objective, "items_per_step", None)
         self._sync()
         started = time.perf_counter()
         try:
@@ -140,7 +148,11 @@ class Trainer:
                 if not (log_now or eval_now or save_now):
                     continue
                 self._sync()
+                before = self.seconds
                 self.seconds += time.perf_counter() - started  # the clock stops for logs, evals, saves
+                if cfg.max_seconds and self.seconds >= cfg.max_seconds:
+                    last = eval_now = save_now = True
+                eval_now = eval_now or any(before < s <= self.seconds for s in cfg.eval_at_seconds)
                 if log_now and count:
                     point = {k: float(v) / count for k, v in sums.items()}
                     if not math.isfinite(point["loss"]):
@@ -148,7 +160,10 @@ class Trainer:
                                            f"{self.step}; lower the learning rate with --lr.")
                     self.history.train.append({"step": self.step, "seconds": self.seconds, **point})
                     events.scalars(self.step, point, "train/")
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in point.items()}, refresh=False)
+                    shown = {k: f"{v:.4g}" for k, v in point.items()}
+                    if items and self.seconds > before:
+                        shown[f"{items[1]}/s"] = f"{items[0] * count / (self.seconds - before):.3g}"
+                    bar.set_postfix(shown, refresh=False)
                     sums, count = {}, 0
                 if eval_now:
                     metrics = self.objective.evaluate()
@@ -156,6 +171,8 @@ class Trainer:
                     events.scalars(self.step, metrics, "eval/")
                 if save_now:
                     self.save()
+                if last:
+                    break
                 self._sync()
                 started = time.perf_counter()
         finally:

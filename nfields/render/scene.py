@@ -1,0 +1,70 @@
+"""Rendering whole views of a scene field: chunks of rays, orbits of camera poses, depth pictures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .rays import camera_rays
+
+
+@torch.no_grad()
+def render_view(model, pose: torch.Tensor, height: int, width: int, focal: float, chunk: int = 4096,
+                background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One camera-to-world pose (4, 4) -> colour (H, W, 3), depth (H, W) and opacity (H, W), `chunk` rays
+    at a time. The model is put in eval mode for the call (deterministic sampling)."""
+    device = next(model.parameters()).device
+    origins, directions = camera_rays(pose.to(device, torch.float32), height, width, focal)
+    origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    if background is None:
+        background = torch.ones(3, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.render_rays(origins[i:i + chunk], directions[i:i + chunk], background, training=False)
+                 for i in range(0, origins.shape[0], chunk)]
+    finally:
+        model.train(was_training)
+    rgb = torch.cat([p.rgb for p in parts]).reshape(height, width, 3)
+    depth = torch.cat([p.depth for p in parts]).reshape(height, width)
+    opacity = torch.cat([p.opacity for p in parts]).reshape(height, width)
+    return rgb.clamp(0, 1), depth, opacity
+
+
+def look_at(position: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])
+            ) -> np.ndarray:
+    """A camera-to-world pose (OpenGL convention: looks along local -z) at `position` facing `target`."""
+    back = position - target
+    back = back / np.linalg.norm(back)
+    right = np.cross(up, back)
+    if np.linalg.norm(right) < 1e-8:  # looking straight along `up`
+        right = np.cross(np.array([0.0, 1.0, 0.0]), back)
+    right = right / np.linalg.norm(right)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(back, right), back, position
+    return pose
+
+
+def orbit_poses(frames: int, radius: float = 4.0, elevation_degrees: float = 30.0) -> torch.Tensor:
+    """(frames, 4, 4) poses on a circle around the z axis (world up), looking at the origin."""
+    elevation = math.radians(elevation_degrees)
+    poses = []
+    for azimuth in np.linspace(0.0, 2 * math.pi, frames, endpoint=False):
+        position = radius * np.array([math.cos(elevation) * math.cos(azimuth),
+                                      math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
+        poses.append(look_at(position))
+    return torch.tensor(np.stack(poses), dtype=torch.float32)
+
+
+def depth_picture(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> np.ndarray:
+    """A depth map as an (H, W, 3) picture in [0, 1]: near is bright, far dark, empty pixels white.
+    Depth is the expected termination distance divided by opacity (the distance where the ray stops)."""
+    import matplotlib
+
+    distance = (depth / opacity.clamp_min(1e-6)).clamp(near, far)
+    shade = 1.0 - (distance - near) / (far - near)
+    colored = matplotlib.colormaps["viridis"](shade.cpu().numpy())[..., :3]
+    alpha = opacity.clamp(0, 1).cpu().numpy()[..., None]
+    return (colored * alpha + (1.0 - alpha)).astype(np.float32)
