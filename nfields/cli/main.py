@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import NfieldsError
+from . import make_scene
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default="auto")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors (--bits) or .ply (--mesh)")
     export.set_defaults(handler=cmd_export)
+    make_scene.add_parser(sub)
 
     sub.add_parser("datasets", help="list the built-in data and whether each is installed").set_defaults(
         handler=cmd_datasets)
