@@ -14,6 +14,9 @@ from .fields import FIELDS, Field, make_field
 from .jobs import (FitAudioConfig, FitImageConfig, FittedAudio, FittedImage, FittedVideo, FitVideoConfig,
                    export_run, fit_audio, fit_image, fit_video, load_exported, load_fitted, make_audio_field)
 from .jobs.fit_shape import FitShapeConfig, FittedShape, fit_shape, load_fitted_shape
+from .data.scene import Scene, SceneViews, load_scene
+from .fields.radiance import SCENE_FIELDS, SceneBounds, make_scene_field
+from .jobs.fit_scene import FitSceneConfig, FittedScene, fit_scene, load_fitted_scene
 from .metrics import psnr, ssim
 
 __version__ = "0.1.0"
@@ -27,4 +30,7 @@ __all__ = ["NfieldsError", "FIELDS", "Field", "make_field", "catalog", "psnr", "
            "VideoSignal", "load_video", "FitVideoConfig", "FittedVideo", "fit_video",
            # shapes
            "ShapeSignal", "ShapeSamples", "load_shape", "FitShapeConfig", "FittedShape", "fit_shape",
-           "load_fitted_shape"]
+           "load_fitted_shape",
+           # scenes
+           "Scene", "SceneViews", "load_scene", "SCENE_FIELDS", "SceneBounds", "make_scene_field", "FitSceneConfig",
+           "FittedScene", "fit_scene", "load_fitted_scene"]

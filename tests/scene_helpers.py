@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from nfields.render.rays import camera_rays
-from nfields.render.scene import look_at
+from nfields.data.cameras import look_at
 
 RADIUS = 0.8
 ANGLE = 0.6911

@@ -13,8 +13,8 @@ import torch
 
 from nfields.data.scene import load_scene
 from nfields.fields.radiance import SCENE_FIELDS, SceneBounds, make_scene_field
-from nfields.render.rays import camera_rays, focal_from_fov, plucker, project
-from nfields.render.scene import look_at, orbit_poses
+from nfields.data.cameras import focal_length, look_at, orbit_poses, project
+from nfields.render.rays import camera_rays, plucker
 from nfields.render.volume import composite, composite_packed, sample_pdf, stratified_samples
 
 from scene_helpers import write_sphere_scene
@@ -23,15 +23,16 @@ from scene_helpers import write_sphere_scene
 # -- rays ------------------------------------------------------------------------------------------
 
 def test_rays_round_trip_pixel_to_ray_to_pixel():
-    pose = torch.tensor(look_at(np.array([2.0, -3.0, 1.5])), dtype=torch.float64)
-    height, width, focal = 12, 20, 17.5
-    origins, directions = camera_rays(pose, height, width, focal)
+    pose = look_at(np.array([2.0, -3.0, 1.5]))
+    height, width, angle = 12, 20, 0.9
+    origins, directions = camera_rays(torch.tensor(pose), height, width, focal_length(width, angle))
     assert torch.allclose(directions.norm(dim=-1), torch.ones(height, width, dtype=torch.float64))
-    points = origins + 3.7 * directions
-    pixels = project(pose, focal, height, width, points)
-    rows, cols = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-    assert torch.allclose(pixels[..., 0], cols.double(), atol=1e-9)
-    assert torch.allclose(pixels[..., 1], rows.double(), atol=1e-9)
+    points = (origins + 3.7 * directions).reshape(-1, 3).numpy()
+    pixels = project(points, pose, width, angle, height).reshape(height, width, 2)
+    rows, cols = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    assert np.allclose(pixels[..., 0], cols, atol=1e-9) and np.allclose(pixels[..., 1], rows, atol=1e-9)
+    pose = torch.tensor(pose)
+    focal = focal_length(width, angle)
     # The centre pixel looks at the target (the origin) when the size is odd.
     o, d = camera_rays(pose, 11, 11, focal)
     assert torch.allclose(torch.linalg.cross(d[5, 5], -o[5, 5] / o[5, 5].norm(), dim=-1), torch.zeros(3,
@@ -49,7 +50,7 @@ def test_plucker_coordinates_ignore_where_on_the_ray_the_origin_is():
 
 
 def test_focal_from_field_of_view():
-    assert focal_from_fov(800, 0.6911112070083618) == pytest.approx(1111.1, abs=0.1)  # NeRF-synthetic's lego
+    assert focal_length(800, 0.6911112070083618) == pytest.approx(1111.1, abs=0.1)  # NeRF-synthetic's lego
 
 
 # -- volume rendering against closed forms ----------------------------------------------------------
@@ -148,7 +149,8 @@ def _fit(scene, name, steps):
 
     torch.manual_seed(0)
     model = make_scene_field(name, SceneBounds(scene.near, scene.far, scene.bound), **SMALL[name])
-    return fit_scene(scene, model, steps=steps, batch_rays=256, device="cpu", progress=False, lr=2e-3)
+    return fit_scene(scene, model, steps=steps, batch_rays=256, device="cpu", progress=False, lr=2e-3,
+                     precrop_steps=50)
 
 
 def test_tiny_scene_nerf_renders_unseen_views(sphere_scene):
@@ -156,7 +158,7 @@ def test_tiny_scene_nerf_renders_unseen_views(sphere_scene):
     # Measured 20.4 dB on held-out views (8 training views of 32², 200 steps, ~13 s on 2 cores).
     assert fitted.metrics["psnr"] > 18.0, fitted.metrics
     assert len(fitted.metrics["psnr_per_view"]) == 2 and len(fitted.renders) == 2
-    rgb, depth, opacity = fitted.render(orbit_poses(1)[0], 16, 16)
+    rgb, depth, opacity = fitted.render(torch.tensor(orbit_poses(1)[0]), 16, 16)
     assert rgb.shape == (16, 16, 3) and opacity[8, 8] > 0.9 > opacity[0, 0]
     # The depth where the centre ray stops: the sphere's near side, 4 - 0.8 from the camera.
     assert depth[8, 8] / opacity[8, 8] == pytest.approx(3.2, abs=0.4)  # 3.47 after these 200 steps
@@ -297,3 +299,13 @@ def test_bad_scenes_give_one_sentence_and_exit_2(cli, tmp_path):
         assert not out.exists(), name
     unknown = cli("fit", "scene", tmp_path / "a", "--field", "nerff", "--out", tmp_path / "x")
     assert unknown.code == 2 and "did you mean 'nerf'" in unknown.err
+
+
+def test_precrop_samples_only_the_centre_of_each_view():
+    from nfields.jobs.fit_scene import central_rays
+
+    index = central_rays(2, 8, 10, 0.5)
+    view, pixel = index // 80, index % 80
+    rows, cols = pixel // 10, pixel % 10
+    assert set(view.tolist()) == {0, 1} and len(index) == 2 * 4 * 5
+    assert rows.min() == 2 and rows.max() == 5 and cols.min() == 2 and cols.max() == 6

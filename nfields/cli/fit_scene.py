@@ -6,7 +6,8 @@ import argparse
 
 from .common import add_fit_arguments, fit_settings
 
-SCENE_SETTINGS = ("size", "batch_rays", "seconds", "eval_at_seconds", "test_views", "chunk_rays")
+SCENE_SETTINGS = ("size", "batch_rays", "seconds", "eval_at_seconds", "test_views", "chunk_rays", "precrop_steps",
+                  "precrop_fraction")
 
 
 def add_parser(sub) -> None:
@@ -22,6 +23,8 @@ def add_parser(sub) -> None:
                    help="also evaluate when training time passes these seconds")
     p.add_argument("--test-views", type=int, help="evaluate on the first N test views (default all)")
     p.add_argument("--chunk-rays", type=int, help="rays rendered at once when evaluating (default 4096)")
+    p.add_argument("--precrop-steps", type=int, help="first steps on the centre of each view only (default: nerf 500)")
+    p.add_argument("--precrop-fraction", type=float, help="the centre's share of each side (default 0.5)")
     p.set_defaults(handler=run)
 
 

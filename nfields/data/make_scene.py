@@ -49,13 +49,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import NfieldsError
+from .cameras import (CAMERA_ANGLE_X, ELEVATIONS, RADIUS, TEST_ELEVATION, focal_length, look_at,  # noqa: F401
+                      orbit_poses, project, random_poses)
 
-RADIUS = 4.0
-CAMERA_ANGLE_X = 0.6911112070083618  # NeRF-synthetic's horizontal field of view (radians)
 NEAR, FAR, BOUND = 2.0, 6.0, 1.5
 MESH_EXTENT = 2.0
-ELEVATIONS = (5.0, 85.0)  # degrees: train and val cameras
-TEST_ELEVATION = 30.0  # degrees: the test circle
 DEPTH_SCALE = 1e-4  # scene units per depth-PNG unit: 16 bits reach 6.55 > FAR
 #: Samples per pixel. mitsuba 3.9 scalar_rgb, 112 views (100 + 4 + 8) at 200^2 of the 75k-triangle bunny at
 #: 64 spp: 81 CPU seconds, 65 s wall on a shared 2-core machine, ~40 s with both cores free (it scales
@@ -161,56 +159,6 @@ def _part(mesh, color: Sequence[float] | None) -> MeshPart:
 def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
     r, g, b = (float(np.clip(v, 0, 1)) for v in values)
     return r, g, b
-
-
-# -- cameras -------------------------------------------------------------------------------------------
-
-def look_at(position: Sequence[float], target: Sequence[float] = (0, 0, 0),
-            up: Sequence[float] = (0, 0, 1)) -> np.ndarray:
-    """4x4 NeRF/OpenGL camera-to-world: columns right (+x), up (+y), back (+z; the camera looks along
-    -z) and the position."""
-    position, target, up = (np.asarray(v, np.float64) for v in (position, target, up))
-    forward = target - position
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(right, forward), -forward, position
-    return pose
-
-
-def sphere_point(azimuth: float, elevation: float, radius: float = RADIUS) -> np.ndarray:
-    """Point at `azimuth` (from +x towards +y) and `elevation` (from the xy plane), both in radians."""
-    return radius * np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                              math.sin(elevation)])
-
-
-def random_poses(count: int, rng: np.random.Generator, elevations: tuple[float, float] = ELEVATIONS) -> np.ndarray:
-    """(count, 4, 4) cameras uniform on the sphere's area between two elevations (degrees), at RADIUS,
-    looking at the origin."""
-    low, high = (math.sin(math.radians(e)) for e in elevations)
-    heights = rng.uniform(low, high, count)
-    azimuths = rng.uniform(0, 2 * math.pi, count)
-    return np.array([look_at(sphere_point(a, math.asin(h))) for a, h in zip(azimuths, heights)]).reshape(-1, 4, 4)
-
-
-def orbit_poses(count: int, elevation: float = TEST_ELEVATION) -> np.ndarray:
-    """(count, 4, 4) cameras at evenly spaced azimuths (from 0) on the circle at `elevation` degrees."""
-    return np.array([look_at(sphere_point(2 * math.pi * i / count, math.radians(elevation)))
-                     for i in range(count)]).reshape(-1, 4, 4)
-
-
-def focal_length(size: int, camera_angle_x: float = CAMERA_ANGLE_X) -> float:
-    return 0.5 * size / math.tan(0.5 * camera_angle_x)
-
-
-def project(points: np.ndarray, pose: np.ndarray, size: int, camera_angle_x: float = CAMERA_ANGLE_X) -> np.ndarray:
-    """World points (N, 3) -> continuous pixel coordinates (N, 2) as (column, row) in a square image of
-    `size` pixels seen from camera-to-world `pose`; pixel i covers [i, i + 1)."""
-    camera = (np.asarray(points, np.float64) - pose[:3, 3]) @ pose[:3, :3]  # world -> camera frame
-    focal = focal_length(size, camera_angle_x)
-    return np.stack([size / 2 + focal * camera[:, 0] / -camera[:, 2],
-                     size / 2 - focal * camera[:, 1] / -camera[:, 2]], 1)
 
 
 # -- mitsuba ------------------------------------------------------------------------------------------

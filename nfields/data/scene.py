@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..errors import NfieldsError
+from .cameras import focal_length
 from .image import resize
 
 SPLITS = ("train", "val", "test")
@@ -164,7 +165,7 @@ def _read_views(root: Path, path: Path, meta: dict, size: int | None) -> SceneVi
             depths.append(_read_depth(_image_file(root, frame["depth_file_path"]), float(meta["depth_scale"]),
                                       shape[:2]))
     height, width = shape[:2]
-    focal = 0.5 * width / math.tan(0.5 * meta["camera_angle_x"])
+    focal = focal_length(width, meta["camera_angle_x"])
     return SceneViews(torch.from_numpy(np.stack(images)), torch.tensor(np.stack(poses), dtype=torch.float32),
                       focal, names, torch.from_numpy(np.stack(depths)) if len(depths) == len(images) else None)
 

@@ -23,7 +23,8 @@ from ..fields.radiance import SCENE_FIELDS, SceneBounds, SceneField, make_scene_
 from ..io import write_bytes_atomic, write_json_atomic
 from ..metrics import mse_to_psnr, psnr, ssim
 from ..render.rays import camera_rays
-from ..render.scene import depth_picture, orbit_poses, render_view
+from ..data.cameras import focal_length, orbit_poses
+from ..render.scene import depth_picture, render_view
 from ..train import Trainer
 from ..train.checkpoint import load_latest
 from ..train.device import resolve_device
@@ -44,6 +45,8 @@ class FitSceneConfig(FitConfig):
     seconds: float = 0.0  # stop after this much training time (0: steps only)
     eval_at_seconds: list[float] = default(default_factory=list)
     test_views: int = 0  # evaluate on the first N test views; 0: all
+    precrop_steps: int | None = None  # None: the field's own (nerf 500, others 0)
+    precrop_fraction: float = 0.5  # NeRF's
     chunk_rays: int = 4096  # rays rendered at once when evaluating
 
     def validate(self) -> None:
@@ -53,6 +56,8 @@ class FitSceneConfig(FitConfig):
                 raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
         if self.seconds < 0 or any(s <= 0 for s in self.eval_at_seconds):
             raise NfieldsError("--seconds and --eval-at-seconds must be positive numbers of seconds.")
+        if self.precrop_steps is not None and self.precrop_steps < 0 or not 0 < self.precrop_fraction <= 1:
+            raise NfieldsError("--precrop-steps must be 0 or more and --precrop-fraction in (0, 1].")
         if self.test_views < 0:
             raise NfieldsError(f"--test-views must be 0 (all) or positive, not {self.test_views}.")
 
@@ -69,13 +74,23 @@ def evaluation_views(scene: Scene, limit: int = 0) -> SceneViews:
     return views
 
 
+def central_rays(views: int, height: int, width: int, fraction: float) -> torch.Tensor:
+    """Indices (into all training rays, view-major) of the pixels in the central `fraction` of each view."""
+    rows = torch.arange(int(height * (1 - fraction) / 2), int(height * (1 + fraction) / 2))
+    cols = torch.arange(int(width * (1 - fraction) / 2), int(width * (1 + fraction) / 2))
+    pixel = (rows[:, None] * width + cols[None, :]).reshape(-1)
+    return (torch.arange(views)[:, None] * height * width + pixel[None, :]).reshape(-1)
+
+
 class SceneObjective:
     """MSE between rendered and true colours of a random batch of training rays (all views pooled),
     plus the same for any auxiliary prediction (NeRF's coarse network). Background: white."""
 
     def __init__(self, model: SceneField, train: SceneViews, test: SceneViews, batch_rays: int,
-                 chunk_rays: int, device: torch.device):
+                 chunk_rays: int, device: torch.device, precrop_steps: int = 0, precrop_fraction: float = 0.5):
         self.model = model
+        self.precrop_steps = precrop_steps
+        self.crop = central_rays(len(train), train.height, train.width, precrop_fraction).to(device)
         self.test = test
         self.batch_rays = batch_rays
         self.chunk_rays = chunk_rays
@@ -91,7 +106,10 @@ class SceneObjective:
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.model.before_step(step)
-        index = torch.randint(self.colors.shape[0], (self.batch_rays,), device=self.colors.device)
+        if step < self.precrop_steps:
+            index = self.crop[torch.randint(self.crop.shape[0], (self.batch_rays,), device=self.crop.device)]
+        else:
+            index = torch.randint(self.colors.shape[0], (self.batch_rays,), device=self.colors.device)
         target = self.colors[index]
         out = self.model.render_rays(self.origins[index], self.directions[index], self.background, training=True)
         mse = ((out.rgb - target) ** 2).mean()
@@ -123,7 +141,7 @@ class FittedScene:
     renders: list = default(default_factory=list)  # (rgb, depth, opacity) of each test view after fitting
 
     def focal(self, width: int) -> float:
-        return 0.5 * width / float(np.tan(0.5 * self.camera_angle_x))
+        return focal_length(width, self.camera_angle_x)
 
     def render(self, pose: torch.Tensor, height: int | None = None, width: int | None = None,
                chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +152,8 @@ class FittedScene:
         return rgb.cpu().numpy(), depth.cpu().numpy(), opacity.cpu().numpy()
 
     def orbit(self, frames: int, radius: float = 4.0, elevation: float = 30.0) -> torch.Tensor:
-        return orbit_poses(frames, radius, elevation)
+        """(frames, 4, 4) poses circling the object (world z up) at `elevation` degrees."""
+        return torch.tensor(orbit_poses(frames, elevation, radius), dtype=torch.float32)
 
 
 # -- the Python entry point -------------------------------------------------------------------
@@ -147,7 +166,9 @@ def fit_scene(scene: Scene, model: SceneField, config: FitSceneConfig | None = N
     device = prepare(config)
     model = model.to(device)
     train, test = scene.split("train"), evaluation_views(scene, config.test_views)
-    objective = SceneObjective(model, train, test, config.batch_rays, config.chunk_rays, device)
+    precrop = model.precrop_steps if config.precrop_steps is None else config.precrop_steps
+    objective = SceneObjective(model, train, test, config.batch_rays, config.chunk_rays, device, precrop,
+                               config.precrop_fraction)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer = train_field(objective, model, config, run_dir, resume, progress, f"{config.field} {scene.root.name}",

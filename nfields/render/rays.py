@@ -28,25 +28,7 @@ def camera_rays(poses: torch.Tensor, height: int, width: int, focal: float) -> t
     return origins, directions
 
 
-def project(poses: torch.Tensor, focal: float, height: int, width: int, points: torch.Tensor) -> torch.Tensor:
-    """World points (..., 3) -> (column, row) pixel coordinates (..., 2) in each pose's image (the inverse
-    of `camera_rays` for points in front of the camera)."""
-    world_to_camera = torch.linalg.inv(poses)
-    local = (world_to_camera[..., :3, :3] @ points[..., None]).squeeze(-1) + world_to_camera[..., :3, 3]
-    depth = -local[..., 2]
-    column = local[..., 0] / depth * focal + 0.5 * width
-    row = -local[..., 1] / depth * focal + 0.5 * height
-    return torch.stack([column, row], -1)
-
-
 def plucker(origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Plücker coordinates (d, o x d) of rays, (..., 6): the same for every origin on the ray."""
     d = directions / directions.norm(dim=-1, keepdim=True)
     return torch.cat([d, torch.linalg.cross(origins, d, dim=-1)], -1)
-
-
-def focal_from_fov(width: int, camera_angle_x: float) -> float:
-    """Focal length in pixels from the horizontal field of view (radians)."""
-    import math
-
-    return 0.5 * width / math.tan(0.5 * camera_angle_x)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -31,31 +29,6 @@ def render_view(model, pose: torch.Tensor, height: int, width: int, focal: float
     depth = torch.cat([p.depth for p in parts]).reshape(height, width)
     opacity = torch.cat([p.opacity for p in parts]).reshape(height, width)
     return rgb.clamp(0, 1), depth, opacity
-
-
-def look_at(position: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])
-            ) -> np.ndarray:
-    """A camera-to-world pose (OpenGL convention: looks along local -z) at `position` facing `target`."""
-    back = position - target
-    back = back / np.linalg.norm(back)
-    right = np.cross(up, back)
-    if np.linalg.norm(right) < 1e-8:  # looking straight along `up`
-        right = np.cross(np.array([0.0, 1.0, 0.0]), back)
-    right = right / np.linalg.norm(right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(back, right), back, position
-    return pose
-
-
-def orbit_poses(frames: int, radius: float = 4.0, elevation_degrees: float = 30.0) -> torch.Tensor:
-    """(frames, 4, 4) poses on a circle around the z axis (world up), looking at the origin."""
-    elevation = math.radians(elevation_degrees)
-    poses = []
-    for azimuth in np.linspace(0.0, 2 * math.pi, frames, endpoint=False):
-        position = radius * np.array([math.cos(elevation) * math.cos(azimuth),
-                                      math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
-        poses.append(look_at(position))
-    return torch.tensor(np.stack(poses), dtype=torch.float32)
 
 
 def depth_picture(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> np.ndarray:

@@ -37,6 +37,8 @@ class SceneField(nn.Module):
     registry_name: str = ""
     #: Whether `density` exists (radiance fields), so depth maps and meshes can be made.
     has_density: ClassVar[bool] = True
+    #: Steps that sample rays only from the centre of each view (NeRF's `precrop` for object scenes).
+    precrop_steps: ClassVar[int] = 0
 
     def __init__(self, config: Any, bounds: SceneBounds):
         super().__init__()

@@ -46,6 +46,12 @@ class NerfMLP(nn.Module):
                                        nn.Linear(width // 2, 3))
         else:
             self.color = nn.Linear(width, 3)
+        # The official code's init (Keras Dense): Glorot-uniform weights, zero biases. PyTorch's default
+        # leaves the density nearly constant over space with the sign of a bias: half the seeds start dead.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, points: torch.Tensor, directions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         x = encoded = self.encode_position(points)
@@ -65,6 +71,9 @@ class Nerf(SceneField):
     """NeRF: positional encoding (10 / 4 frequencies), 8 x 256 ReLU MLP with a skip, coarse + fine sampling."""
 
     default_lr = 5e-4  # the paper's; its exponential decay to 5e-5 over 500k steps is not applied (ours)
+    # The official blender config trains on the central half of each view for 500 steps; without it
+    # the density can die on white backgrounds (measured: all white, 9.3 dB, on our duck).
+    precrop_steps = 500
 
     def __init__(self, config: NerfConfig, bounds):
         super().__init__(config, bounds)
