@@ -215,6 +215,8 @@ def test_render_orbit_pose_and_depth(scene_run, cli, tmp_path):
                  "--device", "cpu")
     assert result.code == 0, result.err
     assert load_video(tmp_path / "orbit.mp4").num_frames == 4
+    wrong = cli("render", out, "--orbit", "--out", tmp_path / "orbit.png")
+    assert wrong.code == 2 and ".mp4" in wrong.err and not (tmp_path / "orbit.png").exists()
     pose = tmp_path / "pose.json"
     pose.write_text(json.dumps(look_at(np.array([0.0, -4.0, 1.0])).tolist()))
     assert cli("render", out, "--pose", pose, "--depth", "--out", tmp_path / "depth.png", "--device", "cpu").code == 0

@@ -49,6 +49,8 @@ def render_scene_run(run_dir: Path, out: Path, orbit_frames: int | None = None, 
         raise NfieldsError(f"--size takes two positive integers H W, not {size}.")
     if radius <= 0:
         raise NfieldsError(f"--radius must be positive, not {radius}.")
+    if orbit_frames and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise NfieldsError(f"an orbit is a video; give --out a .mp4 name, not '{out.name}'.")
     fitted = load_fitted_scene(run_dir, device)
     if depth and not fitted.model.has_density:
         raise NfieldsError(f"the '{fitted.model.registry_name}' field has no density, so no depth; depth maps need "
@@ -64,8 +66,6 @@ def render_scene_run(run_dir: Path, out: Path, orbit_frames: int | None = None, 
 
     try:
         if orbit_frames:
-            if out.suffix.lower() not in VIDEO_SUFFIXES:
-                raise NfieldsError(f"an orbit is a video; give --out a .mp4 name, not '{out.name}'.")
             from ..data.video import write_video
 
             write_video((viz.to_uint8(p) for p in pictures()), out, fps)
