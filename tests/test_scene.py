@@ -311,3 +311,18 @@ def test_precrop_samples_only_the_centre_of_each_view():
     rows, cols = pixel // 10, pixel % 10
     assert set(view.tolist()) == {0, 1} and len(index) == 2 * 4 * 5
     assert rows.min() == 2 and rows.max() == 5 and cols.min() == 2 and cols.max() == 6
+
+
+def test_fit_scene_resumes_where_it_stopped(cli, tmp_path):
+    scene = write_sphere_scene(tmp_path / "s", 2, 1, 8)
+    flags = ["--field", "hashgrid", "-o", "log2_table_size=10", "-o", "grid_resolution=16", "-o", "levels=4",
+             "-o", "march_steps=64", "--batch-rays", "32", "--device", "cpu", "--quiet", "--checkpoint-every", "5",
+             "--out", tmp_path / "run"]
+    assert cli("fit", "scene", scene, "--steps", "10", *flags).code == 0
+    resumed = cli("fit", "scene", "--resume", "--steps", "20", *flags)
+    assert resumed.code == 0, resumed.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 20
+    changed = cli("fit", "scene", "--resume", "--steps", "30", *flags[:-2], "--batch-rays", "64",
+                  "--out", tmp_path / "run")
+    assert changed.code == 2 and "batch_rays" in changed.err
