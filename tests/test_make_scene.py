@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nfields.data import catalog
+from nfields.data import cameras, catalog
 from nfields.data import make_scene as ms
 
 from conftest import subprocess_env
@@ -62,23 +62,23 @@ def write_two_cubes(path):
 # -- cameras ------------------------------------------------------------------------------------------------
 
 def test_cameras_follow_the_nerf_convention_and_the_seed():
-    poses = ms.random_poses(200, np.random.default_rng(0))
+    poses = cameras.random_poses(200, np.random.default_rng(0))
     rotation, position = poses[:, :3, :3], poses[:, :3, 3]
     assert np.allclose(rotation @ rotation.transpose(0, 2, 1), np.eye(3), atol=1e-9)
     assert np.allclose(np.linalg.det(rotation), 1)
-    assert np.allclose(np.linalg.norm(position, axis=1), ms.RADIUS)
+    assert np.allclose(np.linalg.norm(position, axis=1), cameras.RADIUS)
     # the camera looks along its -z at the origin, its +y (image up) leans to world +z, its +x is horizontal
-    assert np.allclose(-rotation[:, :, 2], -position / ms.RADIUS)
+    assert np.allclose(-rotation[:, :, 2], -position / cameras.RADIUS)
     assert (rotation[:, 2, 1] > 0).all() and np.allclose(rotation[:, 2, 0], 0)
-    elevation = np.degrees(np.arcsin(position[:, 2] / ms.RADIUS))
+    elevation = np.degrees(np.arcsin(position[:, 2] / cameras.RADIUS))
     assert elevation.min() >= 5 and elevation.max() <= 85 and elevation.max() - elevation.min() > 60
-    assert np.array_equal(poses, ms.random_poses(200, np.random.default_rng(0)))
-    orbit = ms.orbit_poses(8)
-    assert np.allclose(orbit[:, 2, 3], ms.RADIUS * math.sin(math.radians(30)))
+    assert np.array_equal(poses, cameras.random_poses(200, np.random.default_rng(0)))
+    orbit = cameras.orbit_poses(8)
+    assert np.allclose(orbit[:, 2, 3], cameras.RADIUS * math.sin(math.radians(30)))
     azimuths = np.degrees(np.arctan2(orbit[:, 1, 3], orbit[:, 0, 3])) % 360
     assert np.allclose(azimuths, np.arange(8) * 45)
     # a camera on the -y axis has world +x on its right and world +z up in its image
-    col, row = ms.project(np.array([[0.5, 0, 0.5]]), ms.look_at([0, -4, 0]), 32)[0]
+    col, row = cameras.project(np.array([[0.5, 0, 0.5]]), cameras.look_at([0, -4, 0]), 32)[0]
     assert col > 16 and row < 16
 
 
@@ -89,11 +89,11 @@ def test_mitsuba_draws_points_where_the_intrinsics_project_them():
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=radius)
     part = ms.MeshPart((np.asarray(sphere.vertices) + centre).astype(np.float32), np.asarray(sphere.faces, np.uint32))
     renderer = ms.Renderer(ms.SceneMesh("sphere", [part]), size, samples=16, depth=True)
-    poses = np.concatenate([ms.random_poses(4, np.random.default_rng(1)), ms.orbit_poses(2)])
+    poses = np.concatenate([cameras.random_poses(4, np.random.default_rng(1)), cameras.orbit_poses(2)])
     checked = 0
     for pose in poses:
         rgba, depth = renderer.render(pose)
-        expected = ms.project(centre[None], pose, size)[0]
+        expected = cameras.project(centre[None], pose, size)[0]
         if not ((expected > 4) & (expected < size - 4)).all():
             continue  # the image's border cuts the sphere: its centroid moves
         checked += 1
@@ -111,7 +111,7 @@ def test_mitsuba_draws_points_where_the_intrinsics_project_them():
 
 def test_colour_is_straight_not_premultiplied():
     """A flat grey square facing the camera: its partly covered edge pixels have the interior's colour."""
-    pose = ms.look_at([0, -4, 1.5])
+    pose = cameras.look_at([0, -4, 1.5])
     right, up = pose[:3, 0], pose[:3, 1]
     corners = np.array([-right - up, right - up, right + up, -right + up]) * 0.63
     part = ms.MeshPart(corners.astype(np.float32), np.array([[0, 1, 2], [0, 2, 3]], np.uint32), smooth=False)
@@ -177,11 +177,11 @@ def test_cli_writes_the_nerf_synthetic_layout(cli, tmp_path):
                 assert img.mode.startswith("I") and frame["depth_file_path"] == f"./{split}/r_{frame['file_path'][-1]}_depth.png"
                 depth = np.asarray(img).astype(np.float64) * meta["depth_scale"]
             assert (depth[alpha == 0] == 0).all()
-            assert ms.RADIUS - math.sqrt(3) < depth[size // 2, size // 2] < ms.RADIUS
+            assert cameras.RADIUS - math.sqrt(3) < depth[size // 2, size // 2] < cameras.RADIUS
             # the green cube (pure hue, so shading keeps it green) is drawn where the pose projects it
             colour = on_white(rgba)
             mask = (alpha > 128) & (colour[..., 1] > colour[..., 0] + 0.15)
-            expected = ms.project(green[None], pose, size)[0]
+            expected = cameras.project(green[None], pose, size)[0]
             if mask.sum() >= 12 and split == "test" and frame["file_path"].endswith(("r_0", "r_1", "r_3")):
                 assert np.abs(centroid(mask.astype(float)) - expected).max() < 1.5
                 checked += 1

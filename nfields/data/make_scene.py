@@ -49,8 +49,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import NfieldsError
-from .cameras import (CAMERA_ANGLE_X, ELEVATIONS, RADIUS, TEST_ELEVATION, focal_length, look_at,  # noqa: F401
-                      orbit_poses, project, random_poses)
+from .cameras import CAMERA_ANGLE_X, focal_length, orbit_poses, random_poses
 
 NEAR, FAR, BOUND = 2.0, 6.0, 1.5
 MESH_EXTENT = 2.0

@@ -18,9 +18,8 @@ from ..errors import NfieldsError
 from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import write_json_atomic
 from ..render import render_image
-from ..train import Trainer, load_latest
-from ..train.device import resolve_device
-from ..train.run import load_run_config, open_run_dir
+from ..train import Trainer
+from ..train.run import load_run_config, load_trained, open_run_dir
 from .image_objectives import SUPERVISION, ImageObjective, PoissonObjective, decode_values
 from .common import FitConfig, final_metrics, prepare, start_run, train_field, write_run_config
 
@@ -200,18 +199,8 @@ def load_config(run_dir: Path) -> FitImageConfig:
 
 def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
     """A fitted image from a run folder (its newest checkpoint)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise NfieldsError(f"run folder '{run_dir}' does not exist; give the --out folder of a fit.")
+    model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
     config = load_config(run_dir)
-    data = json.loads((run_dir / "config.json").read_text())
-    found = load_latest(run_dir)
-    if found is None:
-        raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
-    tensors, _ = found
-    model = field_from_spec(data["field_spec"])
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    model = model.to(resolve_device(device)).eval()
     image = data["image"]
     try:  # a Poisson fit's constant of integration, known once the fit has finished
         offset = json.loads((run_dir / "metrics.json").read_text()).get("value_offset")

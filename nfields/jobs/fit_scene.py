@@ -5,7 +5,6 @@ renders, a comparison picture, the learning curve, metrics.json with PSNR and SS
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -26,9 +25,7 @@ from ..render.rays import camera_rays
 from ..data.cameras import focal_length, orbit_poses
 from ..render.scene import depth_picture, render_view
 from ..train import Trainer
-from ..train.checkpoint import load_latest
-from ..train.device import resolve_device
-from ..train.run import open_run_dir
+from ..train.run import load_trained, open_run_dir
 from .common import FitConfig, final_metrics, prepare, start_run, train_field, write_run_config
 
 
@@ -186,20 +183,12 @@ def fit_scene(scene: Scene, model: SceneField, config: FitSceneConfig | None = N
 
 def load_fitted_scene(run_dir: str | Path, device: str = "auto") -> FittedScene:
     """A fitted scene from a run folder (its newest checkpoint)."""
-    run_dir = Path(run_dir)
-    try:
-        data = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        raise NfieldsError(f"'{run_dir}' is not a run folder (no readable config.json).") from None
-    if "scene" not in data:
-        raise NfieldsError(f"'{run_dir}' is not a scene run; make one with 'nfields fit scene'.")
-    found = load_latest(run_dir)
-    if found is None:
-        raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
-    tensors, _ = found
-    model = scene_field_from_spec(data["field_spec"])
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    model = model.to(resolve_device(device)).eval()
+    def build(data: dict) -> SceneField:
+        if "scene" not in data:
+            raise NfieldsError(f"'{run_dir}' is not a scene run; make one with 'nfields fit scene'.")
+        return scene_field_from_spec(data["field_spec"])
+
+    model, data = load_trained(run_dir, build, device)
     info = data["scene"]
     return FittedScene(model, info["height"], info["width"], info["camera_angle_x"])
 

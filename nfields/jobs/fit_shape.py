@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,8 @@ from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import write_json_atomic
 from ..metrics.shape import FSCORE_THRESHOLD
 from ..render.mesh import extract_mesh, save_shape_preview, write_ply
-from ..train import Trainer, load_latest
-from ..train.device import resolve_device
-from ..train.run import load_run_config, open_run_dir
+from ..train import Trainer
+from ..train.run import load_run_config, load_trained, open_run_dir
 from .common import FitConfig, final_metrics, prepare, start_run, train_field, write_run_config
 from .shape_objectives import MODES, SDF_LOSSES, make_objective
 
@@ -156,11 +154,5 @@ def _json_safe(value: Any) -> Any:
 
 def load_fitted_shape(run_dir: str | Path, device: str = "auto") -> FittedShape:
     """A fitted shape from a run folder (its newest checkpoint)."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir, FitShapeConfig)
-    found = load_latest(run_dir)
-    if found is None:
-        raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
-    model = field_from_spec(json.loads((run_dir / "config.json").read_text())["field_spec"])
-    model.load_state_dict({k[len("model."):]: v for k, v in found[0].items() if k.startswith("model.")})
-    return FittedShape(model.to(resolve_device(device)).eval(), config.mode)
+    model, _ = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
+    return FittedShape(model, load_run_config(run_dir, FitShapeConfig).mode)

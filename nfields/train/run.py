@@ -9,10 +9,13 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
+
+import torch
 
 from ..errors import NfieldsError
 from .checkpoint import load_latest
+from .device import resolve_device
 
 C = TypeVar("C")
 
@@ -86,3 +89,27 @@ def resolved_for_resume(stored: C, asked: C, explicit: set[str]) -> C:
             raise NfieldsError(f"the run was made with {name}={getattr(stored, name)!r}, not "
                                f"{getattr(asked, name)!r}; resume with the run's own settings or start a new run.")
     return dataclasses.replace(stored, **{k: getattr(asked, k) for k in explicit & RESUMABLE})
+
+
+def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state_dict inside a checkpoint's tensors (stored under `model.`)."""
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def load_trained(run_dir: Path, build: Callable[[dict], torch.nn.Module],
+                 device: str = "auto") -> tuple[torch.nn.Module, dict]:
+    """A run folder's model from its newest checkpoint, in eval mode on `device`: `build(config)` makes the
+    module from the run's config.json (returned too), the checkpoint fills its weights."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NfieldsError(f"run folder '{run_dir}' does not exist; give the --out folder of a fit.")
+    try:
+        data = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise NfieldsError(f"'{run_dir}' is not a run folder (no readable config.json).") from None
+    model = build(data)
+    found = load_latest(run_dir)
+    if found is None:
+        raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
+    model.load_state_dict(model_state(found[0]))
+    return model.to(resolve_device(device)).eval(), data

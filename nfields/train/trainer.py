@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import NfieldsError
 from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .logging import EventLog, progress_bar
+from .run import model_state
 
 
 class Objective(Protocol):
@@ -93,9 +94,8 @@ class Trainer:
         if found is None:
             return False
         tensors, meta = found
-        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            self.objective.model.load_state_dict(model_state)
+            self.objective.model.load_state_dict(model_state(tensors))
             optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
         except (RuntimeError, KeyError, ValueError) as error:
             raise NfieldsError(f"the checkpoint in '{self.run_dir}' does not match this configuration "
