@@ -1,4 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a kill at any moment leaves the old file or the new one, never half of one) and
+JSON reads that fail with one sentence."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from .errors import NfieldsError
 
 
 @contextmanager
@@ -40,3 +43,13 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON value in `path`; a missing, unreadable or malformed file is an NfieldsError naming `what`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise NfieldsError(f"cannot read {what} '{path}' ({error.strerror}).") from None
+    except ValueError as error:
+        raise NfieldsError(f"{what} '{path}' is not valid JSON ({error}).") from None

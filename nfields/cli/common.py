@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import NfieldsError
+from ..io import read_json
 
 #: Flags whose values are settings of the same name (FitConfig's fields).
 COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "checkpoint_every",
@@ -52,12 +52,7 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise NfieldsError(f"cannot read config file '{path}' ({error.strerror}).") from None
-    except ValueError as error:
-        raise NfieldsError(f"config file '{path}' is not valid JSON ({error}).") from None
+    data = read_json(path, "config file")
     if not isinstance(data, dict):
         raise NfieldsError(f"config file '{path}' must hold a JSON object of settings.")
     unknown = set(data) - names - RUN_ONLY_KEYS

@@ -9,7 +9,6 @@ NeRF-synthetic's values 2, 6 and 1.5.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import NfieldsError
+from ..io import read_json
 from .cameras import focal_length
 from .image import resize
 
@@ -98,12 +98,7 @@ def load_scene(root: str | Path, splits: tuple[str, ...] = SPLITS, size: int | N
 
 
 def _read_transforms(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except OSError as error:
-        raise NfieldsError(f"cannot read '{path}' ({error.strerror}).") from None
-    except ValueError as error:
-        raise NfieldsError(f"'{path}' is not valid JSON ({error}).") from None
+    meta = read_json(path, "transforms file")
     if not isinstance(meta, dict):
         raise NfieldsError(f"'{path}' must hold a JSON object with camera_angle_x and frames.")
     angle = meta.get("camera_angle_x")
@@ -197,12 +192,7 @@ def read_poses(path: str | Path) -> torch.Tensor:
     """Camera-to-world poses from a JSON file: one 4x4 matrix, {"transform_matrix": ...}, or a
     transforms file's {"frames": [{"transform_matrix": ...}, ...]} -> (N, 4, 4)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise NfieldsError(f"cannot read pose file '{path}' ({error.strerror}).") from None
-    except ValueError as error:
-        raise NfieldsError(f"pose file '{path}' is not valid JSON ({error}).") from None
+    data = read_json(path, "pose file")
     if isinstance(data, dict) and isinstance(data.get("frames"), list):
         frames = data["frames"]
     elif isinstance(data, dict):
