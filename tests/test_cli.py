@@ -279,9 +279,9 @@ def test_datasets(cli):
 def test_fields(cli):
     result = cli("fields")
     assert result.code == 0
-    for name in nfields.FIELDS.names():
-        assert re.search(rf"^{re.escape(name)}\s", result.out, re.M), name
-    assert "omega0=30.0" in result.out and "log2_table_size=19" in result.out
+    for name in nfields.FIELDS.names() + nfields.SCENE_FIELDS.names():
+        assert re.search(rf"^  {re.escape(name)}\s", result.out, re.M), name
+    assert "omega0=30.0" in result.out and "log2_table_size=19" in result.out and "fine_samples=128" in result.out
 
 
 def test_recipes(cli):

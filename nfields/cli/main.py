@@ -147,12 +147,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def cmd_fields(args: argparse.Namespace) -> int:
     from ..fields import FIELDS
+    from ..fields.radiance import SCENE_FIELDS
 
-    for name in FIELDS.names():
-        cls, config = FIELDS.lookup(name)
-        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(config))
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<9} {doc}\n          options: {options}; default lr {cls.default_lr:g}")
+    for title, registry in (("fields (fit image, audio, video, shape)", FIELDS), ("scene fields (fit scene)", SCENE_FIELDS)):
+        print(f"{title}:")
+        for name in registry.names():
+            cls, config = registry.lookup(name)
+            options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(config))
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"  {name:<10} {doc}\n             options: {options}; default lr {cls.default_lr:g}")
     return 0
 
 
