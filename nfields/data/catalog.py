@@ -181,7 +181,8 @@ def locate(name: str) -> Path:
     return path
 
 
-NOUNS = {"audio": "audio", "image": "an image", "video": "a video", "dataset": "a dataset"}  # for "built-in 'x' is image, not audio"
+# for "built-in 'x' is image, not audio"
+NOUNS = {"audio": "audio", "image": "an image", "video": "a video", "dataset": "a dataset"}
 
 
 def resolve(source: str | os.PathLike, kind: str, suffixes: set[str]) -> tuple[Path, str]:
