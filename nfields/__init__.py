@@ -14,6 +14,7 @@ from .fields import FIELDS, Field, make_field
 from .jobs import (FitAudioConfig, FitImageConfig, FittedAudio, FittedImage, FittedVideo, FitVideoConfig,
                    export_run, fit_audio, fit_image, fit_video, load_exported, load_fitted, make_audio_field)
 from .jobs.fit_shape import FitShapeConfig, FittedShape, fit_shape, load_fitted_shape
+from .data.datasets import ImageDataset, load_dataset
 from .data.scene import Scene, SceneViews, load_scene
 from .fields.radiance import SCENE_FIELDS, SceneBounds, make_scene_field
 from .jobs.fit_scene import FitSceneConfig, FittedScene, fit_scene, load_fitted_scene
@@ -31,6 +32,8 @@ __all__ = ["NfieldsError", "FIELDS", "Field", "make_field", "catalog", "psnr", "
            # shapes
            "ShapeSignal", "ShapeSamples", "load_shape", "FitShapeConfig", "FittedShape", "fit_shape",
            "load_fitted_shape",
+           # datasets of images
+           "ImageDataset", "load_dataset",
            # scenes
            "Scene", "SceneViews", "load_scene", "SCENE_FIELDS", "SceneBounds", "make_scene_field", "FitSceneConfig",
            "FittedScene", "fit_scene", "load_fitted_scene"]
