@@ -3,7 +3,7 @@ decoder (TransINR, IPC or the locality-aware INR) turns tokens + coordinates int
 
 from .decoders import IPCDecoder, LocalityDecoder, TransINRDecoder
 from .encoder import TokenEncoder
-from .features import LogFourierFeatures
+from ..encodings import LogFourierFeatures
 from .config import EncoderConfig, IPCConfig, LocalityConfig, TransINRConfig
 from .model import GINR_METHODS, GeneralizableINR, ginr_from_spec, make_ginr
 

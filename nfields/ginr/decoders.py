@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..errors import NfieldsError
 from .config import IPCConfig, LocalityConfig, TransINRConfig
-from .features import LogFourierFeatures
+from ..encodings import LogFourierFeatures
 
 
 def base_weights(fan_ins: list[int], fan_outs: list[int]) -> tuple[nn.ParameterList, nn.ParameterList]:
