@@ -21,17 +21,12 @@ from .fit_scene import FittedScene, load_fitted_scene
 VIDEO_SUFFIXES = (".mp4",)
 
 
-def _scene_bounds(fitted: FittedScene) -> tuple[float, float, float]:
-    b = fitted.model.bounds
-    return b.near, b.far, b.bound
-
-
 def _picture(fitted: FittedScene, pose: torch.Tensor, height: int, width: int, depth: bool, chunk: int) -> np.ndarray:
     rgb, distance, opacity = fitted.render(pose, height, width, chunk)
     if not depth:
         return rgb
-    near, far, _ = _scene_bounds(fitted)
-    return depth_picture(torch.from_numpy(distance), torch.from_numpy(opacity), near, far)
+    bounds = fitted.model.bounds
+    return depth_picture(torch.from_numpy(distance), torch.from_numpy(opacity), bounds.near, bounds.far)
 
 
 def render_scene_run(run_dir: Path, out: Path, orbit_frames: int | None = None, pose_file: Path | None = None,

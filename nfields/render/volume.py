@@ -57,12 +57,7 @@ def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, de
     """Samples as flat lists (P,) grouped by ray in order along it: sigma, rgb (P, 3), distance t,
     interval length `deltas` and the ray each belongs to (`ray_index`, non-decreasing)."""
     tau = sigma * deltas
-    # Optical depth before each sample: a global running sum minus the sum before the ray's first
-    # sample. Float64, since the running sum over millions of samples would lose the small terms.
-    before = torch.cumsum(tau.double(), 0) - tau.double()
-    start = torch.full((rays,), float("inf"), dtype=before.dtype, device=before.device)
-    start = start.scatter_reduce(0, ray_index, before, reduce="amin")
-    transmittance = torch.exp(-(before - start[ray_index])).to(sigma.dtype)
+    transmittance = torch.exp(-optical_depth_before(tau, ray_index, rays)).to(sigma.dtype)
     weights = transmittance * (1.0 - torch.exp(-tau))
     color = torch.zeros(rays, 3, dtype=rgb.dtype, device=rgb.device).index_add_(0, ray_index, weights[:, None] * rgb)
     opacity = torch.zeros(rays, dtype=sigma.dtype, device=sigma.device).index_add_(0, ray_index, weights)
@@ -70,6 +65,16 @@ def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, de
     if background is not None:
         color = color + (1.0 - opacity[:, None]) * background
     return RayColors(color, depth, opacity)
+
+
+def optical_depth_before(tau: torch.Tensor, ray_index: torch.Tensor, rays: int) -> torch.Tensor:
+    """Packed samples: each one's optical depth sum_{j < i} tau_j along its own ray (float64).
+
+    A global running sum minus the sum before the ray's first sample; float64, since the running
+    sum over millions of samples would lose the small terms."""
+    before = torch.cumsum(tau.double(), 0) - tau.double()
+    start = torch.full((rays,), float("inf"), dtype=before.dtype, device=before.device)
+    return before - start.scatter_reduce(0, ray_index, before, reduce="amin")[ray_index]
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, samples: int, deterministic: bool) -> torch.Tensor:

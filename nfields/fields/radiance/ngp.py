@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...encodings import HashGridEncoding
-from ...render.volume import RayColors, composite_packed, ray_box
+from ...render.volume import RayColors, composite_packed, optical_depth_before, ray_box
 from .base import SCENE_FIELDS, SceneField
 from .occupancy import OccupancyGrid
 
@@ -223,11 +223,8 @@ class HashGridSceneField(SceneField):
         ray = samples.ray_index
         points = torch.addcmul(origins[ray], directions[ray], samples.t[:, None])
         sigma = torch.cat([self._sigma(chunk) for chunk in points.split(EVAL_CHUNK)])
-        tau = (sigma * samples.deltas).double()
-        before = torch.cumsum(tau, 0) - tau
-        first = torch.full((rays,), float("inf"), dtype=before.dtype, device=before.device)
-        first = first.scatter_reduce(0, ray, before, reduce="amin")
-        return samples.select((before - first[ray]) < -math.log(self.config.early_stop))
+        depth = optical_depth_before(sigma * samples.deltas, ray, rays)
+        return samples.select(depth < -math.log(self.config.early_stop))
 
     def _thin(self, samples: PackedSamples) -> PackedSamples:
         """At most `max_samples`: keep every s-th step of each ray (random phase per ray), each then
