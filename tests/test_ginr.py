@@ -24,15 +24,15 @@ TINY = {
 
 
 def tiny(method: str, size: int = 16, channels: int = 3, patch: int = 4, **extra) -> GeneralizableINR:
-    return make_ginr(method, size, channels, patch, **{**TINY[method], **extra})
+    return make_ginr(method, size, channels, patch_size=patch, **{**TINY[method], **extra})
 
 
 def test_registry_lists_every_method():
     assert GINR_METHODS.names() == METHODS
     with pytest.raises(nfields.NfieldsError, match="did you mean 'ipc'"):
-        make_ginr("ipcc", 16, 3, 4)
+        make_ginr("ipcc", 16, 3)
     with pytest.raises(nfields.NfieldsError, match="no option 'tokenz'"):
-        make_ginr("ipc", 16, 3, 4, tokenz=3)
+        make_ginr("ipc", 16, 3, tokenz=3)
 
 
 # -- shapes ---------------------------------------------------------------------------------------
@@ -102,7 +102,8 @@ def test_log_fourier_features():
 
 
 def test_locality_options():
-    for bad in ("32,128", "", "a,b"):
+    assert LocalityConfig(sigmas="32,128").sigmas == (32.0, 128.0)  # Table 4's reversed order is allowed
+    for bad in ("0,1", "", "a,b"):
         with pytest.raises(nfields.NfieldsError, match="sigmas"):
             LocalityConfig(sigmas=bad)
     assert LocalityConfig(sigmas="64, 32 ,16").sigmas == (64.0, 32.0, 16.0)

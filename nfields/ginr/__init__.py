@@ -1,12 +1,13 @@
-"""Generalizable INRs: one Transformer encoder turns an image into latent tokens, one shared
-decoder (TransINR, IPC or the locality-aware INR) turns tokens + coordinates into values."""
+"""Generalizable INRs: one shared field plus a per-instance condition over a whole dataset. The
+Transformer-token methods (TransINR, IPC, the locality-aware INR) encode an instance in one pass;
+the baselines (functa, auto-decoder) optimise a latent vector."""
 
 from .decoders import IPCDecoder, LocalityDecoder, TransINRDecoder
 from .encoder import TokenEncoder
 from ..encodings import LogFourierFeatures
 from .config import EncoderConfig, IPCConfig, LocalityConfig, TransINRConfig
-from .model import GINR_METHODS, GeneralizableINR, ginr_from_spec, make_ginr
+from .model import GINR_METHODS, DataSpec, GeneralizableINR, TokenINR, ginr_from_spec, make_ginr
 
 __all__ = ["TokenEncoder", "LogFourierFeatures", "TransINRDecoder", "IPCDecoder", "LocalityDecoder",
-           "GeneralizableINR", "GINR_METHODS", "EncoderConfig", "TransINRConfig", "IPCConfig", "LocalityConfig",
-           "make_ginr", "ginr_from_spec"]
+           "GeneralizableINR", "TokenINR", "DataSpec", "GINR_METHODS", "EncoderConfig", "TransINRConfig",
+           "IPCConfig", "LocalityConfig", "make_ginr", "ginr_from_spec"]

@@ -15,6 +15,7 @@ class EncoderConfig:
     depth: int = 6
     heads: int = 12
     mlp_ratio: int = 4
+    patch_size: int = 8  # pixels per patch side; must divide the image size
 
 
 @dataclass
@@ -56,8 +57,15 @@ class LocalityConfig(EncoderConfig):
     attention_projection: bool = True  # Eq. 5 says MultiHeadAttention, which has an output projection W^O
     token_norm: bool = False  # the paper puts no LayerNorm on the tokens before the cross-attention
     output_bias: float = 0.5  # ours, as in IPC's hyponet, whose code the paper builds on
+    # Ablations of Table 3: "ipc" replaces selective token aggregation by IPC's weight modulation of the
+    # sigma_q features; multiband False replaces the levels by a plain MLP of the same depth on m_v.
+    aggregation: str = "attention"
+    multiband: bool = True
 
     def __post_init__(self):
+        if self.aggregation not in ("attention", "ipc"):
+            raise NfieldsError(f"locality option 'aggregation' must be 'attention' or 'ipc', not "
+                               f"{self.aggregation!r}.")
         sigmas = self.sigmas
         if isinstance(sigmas, str):
             try:
@@ -66,6 +74,7 @@ class LocalityConfig(EncoderConfig):
                 raise NfieldsError(f"locality option 'sigmas' must be numbers like '128,32', not {self.sigmas!r}.") \
                     from None
         self.sigmas = tuple(float(s) for s in (sigmas if isinstance(sigmas, (list, tuple)) else [sigmas]))
-        if not self.sigmas or any(a < b for a, b in zip(self.sigmas, self.sigmas[1:])):
-            raise NfieldsError(f"locality option 'sigmas' must be one or more non-increasing bandwidths, "
+        # Any order is allowed (Table 4 trains (32, 128)); the paper's best is sigma_1 >= ... >= sigma_L.
+        if not self.sigmas or any(s <= 0 for s in self.sigmas):
+            raise NfieldsError(f"locality option 'sigmas' must be one or more positive bandwidths, "
                                f"got {self.sigmas}; give them as e.g. '128,32'.")

@@ -71,6 +71,24 @@ class TransINRDecoder(nn.Module):
         return h + self.config.output_bias
 
 
+class LowRankModulatedLinear(nn.Module):
+    """IPC's modulated layer: x @ normalize(U_instance (fan_in x R) @ V_shared (R x fan_out)) + b.
+
+    U's column k is token k -> LayerNorm -> Linear(D -> fan_in); no base weight; W is L2-normalised over fan_in.
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, tokens: int, token_width: int):
+        super().__init__()
+        self.bias = base_weights([fan_in], [fan_out])[1][0]
+        # The shared factor V; its scale does not matter once W is normalised (ours: N(0, 1/R)).
+        self.shared = nn.Parameter(torch.randn(tokens, fan_out) / math.sqrt(tokens))
+        self.token_map = nn.Sequential(nn.LayerNorm(token_width), nn.Linear(token_width, fan_in))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        instance = self.token_map(tokens).transpose(1, 2)  # U: (B, fan_in, R)
+        return apply_layer(x, F.normalize(instance @ self.shared, dim=1), self.bias)
+
+
 class IPCDecoder(nn.Module):
     """IPC (Kim et al. 2023): only layer 1 is modulated, W1 = U_instance (fan_in x R) @ V_shared (R x fan_out).
 
@@ -85,16 +103,11 @@ class IPCDecoder(nn.Module):
         fan_ins, fan_outs = hyponet_widths(self.features.out_features, config.hidden_width, config.layers,
                                            out_features)
         self.weights, self.biases = base_weights(fan_ins[1:], fan_outs[1:])
-        self.bias1 = base_weights(fan_ins[:1], fan_outs[:1])[1][0]
-        # The shared factor V; its scale does not matter once W1 is normalised (ours: N(0, 1/R)).
-        self.shared = nn.Parameter(torch.randn(config.tokens, fan_outs[0]) / math.sqrt(config.tokens))
-        self.token_map = nn.Sequential(nn.LayerNorm(token_width), nn.Linear(token_width, fan_ins[0]))
+        self.first = LowRankModulatedLinear(fan_ins[0], fan_outs[0], config.tokens, token_width)
         self.num_tokens = config.tokens
 
     def forward(self, coords: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        instance = self.token_map(tokens).transpose(1, 2)  # U: (B, fan_in, R)
-        w1 = F.normalize(instance @ self.shared, dim=1)
-        h = F.relu(apply_layer(self.features(coords), w1, self.bias1))
+        h = F.relu(self.first(self.features(coords), tokens))
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             h = apply_layer(h, F.normalize(weight, dim=0), bias)  # dim 0 of an unbatched (fan_in, fan_out)
             if i < len(self.weights) - 1:
@@ -152,23 +165,36 @@ class LocalityDecoder(nn.Module):
         super().__init__()
         self.config = config
         d, d_f, levels = config.hidden_width, config.fourier_features, len(config.sigmas)
-        self.query = FrequencyFeatures(in_features, d_f, config.query_sigma, d)
         self.token_norm = nn.LayerNorm(token_width) if config.token_norm else nn.Identity()
-        self.attention = TokenCrossAttention(d, token_width, config.attention_heads, config.attention_projection)
-        self.bands = nn.ModuleList(FrequencyFeatures(in_features, d_f, sigma, d) for sigma in config.sigmas)
-        shared = nn.Linear(d, d)
-        self.modulations = nn.ModuleList(shared if config.shared_modulation else nn.Linear(d, d)
-                                         for _ in range(levels))
-        self.hidden = nn.ModuleList(nn.Linear(d, d) for _ in range(levels - 1))  # W^(l), l = 2..L
-        self.heads = nn.ModuleList(nn.Linear(d, out_features) for _ in range(levels))
+        if config.aggregation == "attention":
+            self.query = FrequencyFeatures(in_features, d_f, config.query_sigma, d)
+            self.attention = TokenCrossAttention(d, token_width, config.attention_heads, config.attention_projection)
+        else:  # ablation "w/o STA": IPC's low-rank weight modulation of the sigma_q features
+            self.query_features = LogFourierFeatures(in_features, d_f // (2 * in_features), config.query_sigma)
+            self.low_rank = LowRankModulatedLinear(self.query_features.out_features, d, config.tokens, token_width)
+        if config.multiband:
+            self.bands = nn.ModuleList(FrequencyFeatures(in_features, d_f, sigma, d) for sigma in config.sigmas)
+            shared = nn.Linear(d, d)
+            self.modulations = nn.ModuleList(shared if config.shared_modulation else nn.Linear(d, d)
+                                             for _ in range(levels))
+            self.hidden = nn.ModuleList(nn.Linear(d, d) for _ in range(levels - 1))  # W^(l), l = 2..L
+            self.heads = nn.ModuleList(nn.Linear(d, out_features) for _ in range(levels))
+        else:  # ablation "w/o multiFM": a plain ReLU MLP of L hidden layers on m_v
+            self.mlp = nn.Sequential(*[m for _ in range(levels) for m in (nn.Linear(d, d), nn.ReLU())],
+                                     nn.Linear(d, out_features))
         self.num_tokens = config.tokens
 
     def modulation(self, coords: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """m_v (B, N, d): the tokens aggregated for each coordinate."""
-        return self.attention(self.query(coords), self.token_norm(tokens))
+        tokens = self.token_norm(tokens)
+        if self.config.aggregation == "attention":
+            return self.attention(self.query(coords), tokens)
+        return F.relu(self.low_rank(self.query_features(coords), tokens))
 
     def forward(self, coords: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         m = self.modulation(coords, tokens)
+        if not self.config.multiband:
+            return self.mlp(m) + self.config.output_bias
         out, h = 0.0, None
         for level, (band, modulate, head) in enumerate(zip(self.bands, self.modulations, self.heads)):
             m_level = F.relu(band(coords) + modulate(m))

@@ -41,19 +41,20 @@ class Block(nn.Module):
 
 
 class TokenEncoder(nn.Module):
-    """(B, H, W, C) image -> (B, R, D) latent tokens.
+    """(B, H, W, C) image, or (B, V, H, W, C) views of one instance -> (B, R, D) latent tokens.
 
-    Non-overlapping P x P patches -> Linear to D + learned positions; R learned tokens are appended;
-    `depth` pre-LN blocks (no final LayerNorm); the outputs at the R appended tokens are returned.
+    Non-overlapping P x P patches -> Linear to D + learned positions (shared by all views: a view's
+    pixels carry their own rays when they matter); R learned tokens are appended; `depth` pre-LN
+    blocks (no final LayerNorm); the outputs at the R appended tokens are returned.
     """
 
     def __init__(self, image_size: tuple[int, int], channels: int, patch_size: int, tokens: int,
                  width: int = 768, depth: int = 6, heads: int = 12, mlp_ratio: int = 4):
         super().__init__()
         height, wide = image_size
-        if height % patch_size or wide % patch_size:
+        if patch_size < 1 or height % patch_size or wide % patch_size:
             raise NfieldsError(f"image size {height}x{wide} is not divisible by the patch size {patch_size}; "
-                               "choose a patch size that divides both sides or resize the images.")
+                               "choose a patch size that divides both sides (-o patch_size=P) or resize the images.")
         self.image_size, self.channels, self.patch_size = (height, wide), channels, patch_size
         self.num_patches = (height // patch_size) * (wide // patch_size)
         self.patch_embed = nn.Linear(patch_size * patch_size * channels, width)
@@ -64,18 +65,19 @@ class TokenEncoder(nn.Module):
         self.width, self.tokens = width, tokens
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) -> (B, H/P * W/P, P * P * C), patches in row-major order."""
-        if images.dim() != 4 or tuple(images.shape[1:]) != (*self.image_size, self.channels):
+        """(B, [V,] H, W, C) -> (B, V * H/P * W/P, P * P * C), patches in row-major order, view after view."""
+        if images.dim() not in (4, 5) or tuple(images.shape[-3:]) != (*self.image_size, self.channels):
             raise NfieldsError(f"expected images of shape (B, {self.image_size[0]}, {self.image_size[1]}, "
                                f"{self.channels}), got {tuple(images.shape)}; resize or rebuild the model.")
-        b, h, w, c = images.shape
+        b, h, w, c = images.shape[0], *images.shape[-3:]
         p = self.patch_size
-        x = images.reshape(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(b, (h // p) * (w // p), p * p * c)
+        x = images.reshape(-1, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(b, -1, p * p * c)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(self.patchify(images)) + self.positions
+        x = self.patch_embed(self.patchify(images))
+        x = x + self.positions.repeat(1, x.shape[1] // self.num_patches, 1)
         x = torch.cat([x, self.latents.expand(x.shape[0], -1, -1)], dim=1)
         for block in self.blocks:
             x = block(x)
-        return x[:, self.num_patches:]
+        return x[:, -self.tokens:]

@@ -1,79 +1,149 @@
-"""GeneralizableINR = TokenEncoder + a decoder, picked by method name from GINR_METHODS."""
+"""Every generalizable INR: instances -> latents (`encode`), latents + coordinates -> values (`decode`).
+
+A method is one `GeneralizableINR` subclass registered in GINR_METHODS with its config dataclass:
+the Transformer-token methods here (TransINR, IPC, locality-aware), the classic baselines in
+`baselines.py` (functa, auto-decoder).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..data.grid import pixel_grid
+from ..errors import NfieldsError
 from ..registry import Registry
-from .config import EncoderConfig, IPCConfig, LocalityConfig, TransINRConfig
+from .config import IPCConfig, LocalityConfig, TransINRConfig
 from .decoders import IPCDecoder, LocalityDecoder, TransINRDecoder
 from .encoder import TokenEncoder
 
-GINR_METHODS: Registry[nn.Module] = Registry("method")
-GINR_METHODS.register("transinr", TransINRConfig)(TransINRDecoder)
-GINR_METHODS.register("ipc", IPCConfig)(IPCDecoder)
-GINR_METHODS.register("locality", LocalityConfig)(LocalityDecoder)
+GINR_METHODS: Registry["GeneralizableINR"] = Registry("method")
 
-__all__ = ["GINR_METHODS", "GeneralizableINR", "make_ginr", "ginr_from_spec", "EncoderConfig", "TransINRConfig",
-           "IPCConfig", "LocalityConfig"]
+
+@dataclass
+class DataSpec:
+    """What a model is built for: instances are (V,) H x W x `channels` images (V support views for light
+    fields, whose pixels carry RGB + 6 Plücker channels); the field maps `in_features` coordinates
+    (2: pixel (y, x); 6: Plücker rays) to `out_features` values. `instances`: the training-set size
+    (the auto-decoder's latent table)."""
+
+    image_size: tuple[int, int]
+    channels: int
+    out_features: int = 0  # 0: same as channels
+    in_features: int = 2
+    instances: int = 0
+
+    def __post_init__(self):
+        self.image_size = tuple(int(s) for s in self.image_size)
+        self.out_features = self.out_features or self.channels
 
 
 class GeneralizableINR(nn.Module):
-    """images (B, H, W, C) in [0, 1] -> tokens (B, R, D); tokens + coords (B, N, 2) -> values (B, N, C).
+    """Base of every method. Images are float (B, [V,] H, W, C) in [0, 1]; coordinates (B, N, in_features),
+    pixel centres (y, x) in [-1, 1] for images (`nfields.data.grid`); values (B, N, out_features).
+    `index` (B,) are dataset indices, used by methods that keep a table of training latents."""
 
-    Coordinates are (y, x) pixel centres in [-1, 1] (`nfields.data.grid`); `coords()` gives the full grid.
-    """
+    #: Adam's learning rate when the run does not set one (the paper's Appendix A: 1e-4).
+    default_lr: ClassVar[float] = 1e-4
+    #: True when `encode` is a table lookup for training instances (new instances need optimisation).
+    needs_index: ClassVar[bool] = False
 
-    def __init__(self, method: str, encoder: TokenEncoder, decoder: nn.Module, config: Any):
+    def __init__(self, data: DataSpec, config: Any):
         super().__init__()
-        self.method, self.encoder, self.decoder, self.config = method, encoder, decoder, config
+        self.data, self.config = data, config
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images)
+    @property
+    def method(self) -> str:
+        return type(self).registry_name  # type: ignore[attr-defined]
 
-    def decode(self, tokens: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        return self.decoder(coords, tokens)
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
-    def forward(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(images), coords)
+    def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, coords: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(images, index), coords)
 
     def coords(self, batch: int = 1, height: int | None = None, width: int | None = None) -> torch.Tensor:
         """(batch, height * width, 2) pixel-centre coordinates, row-major; the training size by default."""
-        h, w = height or self.encoder.image_size[0], width or self.encoder.image_size[1]
-        grid = pixel_grid(h, w, device=self.encoder.latents.device).reshape(1, h * w, 2)
+        h, w = height or self.data.image_size[0], width or self.data.image_size[1]
+        grid = pixel_grid(h, w, device=self.device).reshape(1, h * w, 2)
         return grid.expand(batch, -1, -1)
 
-    def reconstruct(self, images: torch.Tensor, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    def render(self, latents: torch.Tensor, height: int | None = None, width: int | None = None,
+               chunk: int = 1 << 16) -> torch.Tensor:
+        """(B, h, w, C) images decoded from latents on a full pixel grid of any resolution, in chunks."""
+        h, w = height or self.data.image_size[0], width or self.data.image_size[1]
+        coords = self.coords(latents.shape[0], h, w)
+        values = torch.cat([self.decode(latents, part) for part in coords.split(chunk, dim=1)], dim=1)
+        return values.reshape(latents.shape[0], h, w, -1)
+
+    def reconstruct(self, images: torch.Tensor, height: int | None = None, width: int | None = None,
+                    index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H, W, C) images -> (B, h, w, C) predictions on a full pixel grid (any resolution)."""
-        h, w = height or images.shape[1], width or images.shape[2]
-        values = self(images, self.coords(images.shape[0], h, w))
-        return values.reshape(images.shape[0], h, w, -1)
+        return self.render(self.encode(images, index), height, width)
 
     def spec(self) -> dict:
         """Everything needed to rebuild the module (weights come from its state_dict)."""
-        return {"method": self.method, "image_size": list(self.encoder.image_size),
-                "channels": self.encoder.channels, "patch_size": self.encoder.patch_size,
+        return {"method": self.method, "data": dataclasses.asdict(self.data),
                 "config": dataclasses.asdict(self.config)}
 
 
-def make_ginr(method: str, image_size: int | tuple[int, int], channels: int, patch_size: int,
+class TokenINR(GeneralizableINR):
+    """The shared Transformer encoder (patches + learned latent tokens) and a token decoder."""
+
+    decoder_cls: ClassVar[type[nn.Module]]
+
+    def __init__(self, data: DataSpec, config: Any):
+        super().__init__(data, config)
+        self.decoder = self.decoder_cls(data.in_features, data.out_features, config.width, config)
+        self.encoder = TokenEncoder(data.image_size, data.channels, config.patch_size, self.decoder.num_tokens,
+                                    width=config.width, depth=config.depth, heads=config.heads,
+                                    mlp_ratio=config.mlp_ratio)
+
+    def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(images)
+
+    def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        return self.decoder(coords, latents)
+
+
+@GINR_METHODS.register("transinr", TransINRConfig)
+class TransINR(TokenINR):
+    decoder_cls = TransINRDecoder
+
+
+@GINR_METHODS.register("ipc", IPCConfig)
+class IPC(TokenINR):
+    decoder_cls = IPCDecoder
+
+
+@GINR_METHODS.register("locality", LocalityConfig)
+class LocalityINR(TokenINR):
+    decoder_cls = LocalityDecoder
+
+
+def make_ginr(method: str, data: DataSpec | int | tuple[int, int], channels: int | None = None,
               **options: Any) -> GeneralizableINR:
-    """Build a generalizable INR by name, e.g. make_ginr("locality", 32, 3, 8, width=64, depth=2)."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    decoder_cls, _ = GINR_METHODS.lookup(method)
-    config = GINR_METHODS.config(method, options)
-    decoder = decoder_cls(2, channels, config.width, config)
-    encoder = TokenEncoder(size, channels, patch_size, decoder.num_tokens, width=config.width, depth=config.depth,
-                           heads=config.heads, mlp_ratio=config.mlp_ratio)
-    return GeneralizableINR(method, encoder, decoder, config)
+    """Build a method by name: make_ginr("locality", DataSpec((32, 32), 3), width=64, depth=2), or the
+    short form make_ginr("locality", 32, 3, ...) for square images."""
+    if not isinstance(data, DataSpec):
+        if channels is None:
+            raise NfieldsError("make_ginr needs the image channels, e.g. make_ginr('ipc', 32, 3).")
+        data = DataSpec((data, data) if isinstance(data, int) else tuple(data), channels)
+    cls, _ = GINR_METHODS.lookup(method)
+    return cls(data, GINR_METHODS.config(method, options))
 
 
 def ginr_from_spec(spec: dict) -> GeneralizableINR:
     """Rebuild (untrained weights) from `GeneralizableINR.spec()`."""
-    return make_ginr(spec["method"], tuple(spec["image_size"]), spec["channels"], spec["patch_size"],
-                     **spec["config"])
+    return make_ginr(spec["method"], DataSpec(**spec["data"]), **spec["config"])
