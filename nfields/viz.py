@@ -88,6 +88,39 @@ def save_comparison(target: np.ndarray, reconstruction: np.ndarray, path: str | 
     write_bytes_atomic(path, _figure_bytes(fig))
 
 
+def save_grid(rows, row_titles: list[str], path: str | Path, title: str = "", captions=None,
+              column_titles: list[str] | None = None, colormap_from: int | None = None) -> None:
+    """A grid of (H, W, C) images in [0, 1]: `rows[r][c]`, a title per row, optional captions per image
+    (`captions[r]` a list or None) and per column; columns from `colormap_from` on are drawn as heat maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols + 1.2, 1.75 * n_rows + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            image = _display(np.asarray(row[c]))
+            heat = colormap_from is not None and c >= colormap_from
+            ax.imshow(image, cmap="inferno" if heat else ("gray" if image.ndim == 2 else None), vmin=0, vmax=1,
+                      interpolation="nearest")
+            if captions is not None and captions[r] is not None:
+                ax.set_xlabel(captions[r][c], fontsize=7)
+            if r == 0 and column_titles:
+                ax.set_title(column_titles[c], fontsize=8)
+        axes[r][0].set_ylabel(row_titles[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    write_bytes_atomic(path, _figure_bytes(fig))
+
+
 def save_curve(train: list[dict], evals: list[dict], path: str | Path, title: str = "") -> None:
     """PSNR against step and against training seconds."""
     import matplotlib

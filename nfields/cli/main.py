@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import NfieldsError
-from . import make_scene
+from . import make_scene, train_ginr
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
@@ -25,10 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in FIT_COMMANDS:
         importlib.import_module(f"{__package__}.{name}").add_parser(signals)
 
+    train = sub.add_parser("train", help="learn over a whole dataset (generalizable INRs)")
+    jobs = train.add_subparsers(dest="job", required=True, metavar="JOB")
+    train_ginr.add_parser(jobs)
+    train_ginr.add_run_commands(sub)
+
     render = sub.add_parser("render", help="render a fitted field: an image at any size, or new views of a scene",
                             description="Image runs: evaluate on any grid (--scale or --size, --region). Scene "
-                                        "runs: an orbit video (--orbit) or the views of a pose file (--pose).")
-    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image' or 'nfields fit scene'")
+                                        "runs: an orbit video (--orbit) or the views of a pose file (--pose). "
+                                        "'train ginr' runs: test instance --index I at --scale K.")
+    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image', 'fit scene' or 'train ginr'")
+    render.add_argument("--index", type=int, help="'train ginr' runs: the test instance to render")
     scale = render.add_mutually_exclusive_group()
     scale.add_argument("--scale", type=float, help="image runs: output pixels per fitted pixel, e.g. 4")
     scale.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="exact output size")
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- render, export, listings --------------------------------------------------------------------
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from ..jobs.ginr_outputs import is_ginr_run
     from ..jobs.scene_outputs import is_scene_run
 
     if not args.out.parent.exists():
@@ -77,6 +85,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise NfieldsError(f"--chunk must be positive, not {args.chunk}.")
     if is_scene_run(args.run):
         return _render_scene(args)
+    if is_ginr_run(args.run):
+        return _render_instance(args)
+    if args.index is not None:
+        raise NfieldsError("--index is for 'train ginr' runs; an image run renders its one image.")
     if args.scale is None and args.size is None:
         raise NfieldsError("an image run renders at --scale K or --size H W; give one of them.")
     return _render_image(args)
@@ -93,6 +105,16 @@ def _render_scene(args: argparse.Namespace) -> int:
     what = "depth maps" if args.depth else "views"
     print(f"wrote {', '.join(report['files'][:3])}{' ...' if len(report['files']) > 3 else ''} "
           f"({report['views']} {what} at {report['width']}x{report['height']})")
+    return 0
+
+
+def _render_instance(args: argparse.Namespace) -> int:
+    from ..jobs.ginr_outputs import render_instance
+
+    if args.index is None or args.size or args.region or args.orbit or args.pose or args.depth:
+        raise NfieldsError("a 'train ginr' run renders one test instance: give --index I (and --scale K).")
+    report = render_instance(args.run, args.index, args.out, args.scale or 1.0, device=args.device)
+    print(f"wrote {report['file']} ({report['width']}x{report['height']})")
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import NfieldsError
+from . import distributed
 from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .logging import EventLog, progress_bar
 from .run import model_state
@@ -74,7 +75,7 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not distributed.is_main():
             return
         tensors = {f"model.{k}": v for k, v in self.objective.model.state_dict().items()}
         optimizer_tensors, optimizer_meta = optimizer_to_flat(self.optimizer)
@@ -121,8 +122,9 @@ class Trainer:
         cfg = self.config
         if cfg.max_seconds and self.seconds >= cfg.max_seconds:
             return self.history  # a resumed run that already used its time
-        events = EventLog(self.run_dir, purge_step=self.step + 1 if self.step else None)
-        bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress)
+        main = distributed.is_main()  # under torchrun only rank 0 logs, shows progress and saves
+        events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
+        bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress and main)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         items = getattr(self.objective, "items_per_step", None)
@@ -150,7 +152,7 @@ class Trainer:
                 self._sync()
                 before = self.seconds
                 self.seconds += time.perf_counter() - started  # the clock stops for logs, evals, saves
-                if cfg.max_seconds and self.seconds >= cfg.max_seconds:
+                if cfg.max_seconds and distributed.any_rank(self.seconds >= cfg.max_seconds, self.device):
                     last = eval_now = save_now = True
                 eval_now = eval_now or any(before < s <= self.seconds for s in cfg.eval_at_seconds)
                 if log_now and count:
@@ -165,7 +167,7 @@ class Trainer:
                         shown[f"{items[1]}/s"] = f"{items[0] * count / (self.seconds - before):.3g}"
                     bar.set_postfix(shown, refresh=False)
                     sums, count = {}, 0
-                if eval_now:
+                if eval_now and main:
                     metrics = self.objective.evaluate()
                     self.history.evals.append({"step": self.step, "seconds": self.seconds, **metrics})
                     events.scalars(self.step, metrics, "eval/")

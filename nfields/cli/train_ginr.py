@@ -1,0 +1,127 @@
+"""`nfields train ginr`, and the commands that use its runs: `eval`, `encode`, `interpolate`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import fit_settings
+
+GINR_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "support_views", "query_rays",
+                 "seconds", "eval_at_seconds")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ginr", help="learn one shared field plus a per-instance condition over a dataset",
+                       description="Generalizable INRs: TransINR, IPC and the locality-aware INR (one Transformer "
+                                   "encoder, each paper's decoder), and the functa and auto-decoder baselines. "
+                                   "Multi-GPU: torchrun --nproc_per_node K -m nfields train ginr ...")
+    p.add_argument("--dataset", dest="source", metavar="NAME", help="fashion-mnist, emoji, an image folder, or scenes:DIR (objects "
+                                                    "made by 'nfields make-scene --objects')")
+    p.add_argument("--method", dest="field", metavar="M", help="transinr, ipc, locality (default), functa or autodecoder")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, help="passes over the training set")
+    budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
+    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
+    p.add_argument("--batch", type=int, help="instances per step over all processes (default 16)")
+    p.add_argument("--size", type=int, help="resize instances to SIZE x SIZE (default: the dataset's own)")
+    p.add_argument("--limit", type=int, help="train on the first N instances only")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
+    p.add_argument("--pixel-fraction", type=float, help="share of each image's pixels decoded per step (default 1)")
+    p.add_argument("--support-views", type=int, help="light fields: up to this many support views (default 3)")
+    p.add_argument("--query-rays", type=int, help="light fields: rays predicted per object per step (default 1024)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<method>)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the method's, 1e-4 for the token methods)")
+    p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--log-every", type=int, help="steps between log points (default 25)")
+    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP", help="also evaluate at these steps")
+    p.add_argument("--eval-at-seconds", type=float, nargs="+", metavar="S", help="also evaluate at these seconds")
+    p.add_argument("--width", type=int, help="method option: encoder width (default 768)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any method option, e.g. -o depth=4 -o sigmas=24,6 (see 'nfields fields')")
+    p.add_argument("--recipe", help="a named preset (see 'nfields recipes')")
+    p.add_argument("--config", type=Path, help="a JSON file of settings (a run's config.json works)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run, hidden_layers=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..jobs.train_ginr import TrainGINRConfig, run_train_ginr
+
+    config, explicit, out = fit_settings(args, TrainGINRConfig, "train-ginr", GINR_SETTINGS,
+                                         "--dataset NAME (fashion-mnist, emoji, a folder or scenes:DIR)")
+    metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
+                             progress=not args.quiet)
+    if metrics:  # rank 0
+        views = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in metrics.items()
+                        if k.startswith("psnr_") and k.endswith("views"))
+        print(f"{metrics['method']} on {metrics['dataset']} ({metrics['device']}): test PSNR {metrics['psnr']:.2f} dB"
+              f"{views} after {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) in {metrics['seconds']:.1f} s, "
+              f"{metrics['instances_per_second']:,.0f} instances/s, {metrics['params']:,} parameters\n"
+              f"files: {out}/metrics.json, {out}/curve.png, "
+              f"{out}/{'reconstructions' if 'train_psnr' in metrics else 'views'}.png"
+              f"{f', {out}/locality.png' if 'locality_top10' in metrics else ''}")
+    return 0
+
+
+def add_run_commands(sub) -> None:
+    """eval, encode and interpolate: commands on a trained 'train ginr' run."""
+    e = sub.add_parser("eval", help="evaluate a 'train ginr' run (test PSNR, optional test-time optimisation)")
+    e.add_argument("run", type=Path)
+    e.add_argument("--split", default="test", help="test (default), train or all")
+    e.add_argument("--tto-steps", type=int, default=0, help="test-time optimisation steps of the latents only")
+    e.add_argument("--tto-lr", type=float, default=1e-3, help="Adam learning rate of the test-time optimisation")
+    e.add_argument("--limit", type=int, default=0, help="the first N instances only")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(handler=cmd_eval)
+
+    c = sub.add_parser("encode", help="latents of images under a 'train ginr' run, into one safetensors file")
+    c.add_argument("run", type=Path)
+    c.add_argument("inputs", help="a dataset name or a folder of images")
+    c.add_argument("--split", default="test", help="test (default), train or all")
+    c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--out", type=Path, required=True, help="latents.safetensors")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(handler=cmd_encode)
+
+    i = sub.add_parser("interpolate", help="a strip of renders between two test instances of a 'train ginr' run")
+    i.add_argument("run", type=Path)
+    i.add_argument("first", type=int)
+    i.add_argument("second", type=int)
+    i.add_argument("--steps", type=int, default=8, help="images in the strip (default 8)")
+    i.add_argument("--scale", type=float, default=1.0, help="output pixels per training pixel")
+    i.add_argument("--split", default="test")
+    i.add_argument("--out", type=Path, required=True, help="output image (PNG)")
+    i.add_argument("--device", default="auto")
+    i.set_defaults(handler=cmd_interpolate)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..jobs.ginr_outputs import evaluate_run
+
+    report = evaluate_run(args.run, args.split, args.tto_steps, args.tto_lr, args.limit, args.device)
+    tto = f", {report['psnr_tto']:.2f} dB after {args.tto_steps} TTO steps" if "psnr_tto" in report else ""
+    print(f"{report['method']} on {report['dataset']} ({args.split}, {report['instances']} instances): "
+          f"PSNR {report['psnr']:.2f} dB{tto}\nfiles: {args.run}/eval_{args.split}*.json, *.png")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from ..jobs.ginr_outputs import encode_to_file
+
+    report = encode_to_file(args.run, args.inputs, args.out, args.split, args.limit, args.device)
+    print(f"wrote {report['file']}: {report['count']} latents of shape {tuple(report['shape'])}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from ..jobs.ginr_outputs import interpolate
+
+    report = interpolate(args.run, args.first, args.second, args.out, args.steps, args.scale, args.split, args.device)
+    print(f"wrote {report['file']} ({report['steps']} images, {report['width']}x{report['height']})")
+    return 0

@@ -1,0 +1,380 @@
+"""What a generalizable-INR run gives back: metrics and pictures after training, evaluation with
+test-time optimisation, latents of new inputs, renders at any resolution, interpolations, and the
+locality picture (paper Fig. 5: zero one latent token, show where the output changes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import viz
+from ..errors import NfieldsError
+from ..fields import parameter_count
+from ..ginr import GeneralizableINR, TokenINR, ginr_from_spec
+from ..io import atomic_path, write_json_atomic
+from ..train.run import load_run_config, load_trained
+from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, evaluate_images, evaluation_views,
+                         instances_per_second, load_instances, to_device)
+
+SHOWN = 8  # instances in reconstruction grids
+LOCALITY_TOKENS = 5  # tokens zeroed in the locality picture (a fixed seeded choice, as the paper's Fig. 12)
+TOP_FRACTION = 0.1  # locality score: the share of a token's effect that falls on its top 10% of pixels
+
+
+# -- after training ------------------------------------------------------------------------------------
+
+def write_run_outputs(out: Path, model: GeneralizableINR, config: TrainGINRConfig, trainer, train: InstanceData,
+                      test: InstanceData, device: torch.device, trained_steps: int) -> dict[str, Any]:
+    """metrics.json, curve.png, the reconstruction grid and (token methods) locality.png."""
+    model.eval()
+    final = trainer.history.evals[-1] if trainer.history.evals else trainer.objective.evaluate()
+    metrics: dict[str, Any] = {
+        "method": config.field, "dataset": config.source,
+        "psnr": final["psnr"], **{k: v for k, v in final.items() if k.startswith("psnr_")},
+        "steps": trainer.step, "epochs": trainer.step * config.batch / len(train), "seconds": trainer.seconds,
+        "instances_per_second": instances_per_second(trainer, config.batch),
+        "params": parameter_count(model), "train_instances": len(train), "test_instances": len(test),
+        "batch": config.batch, "device": str(device),
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+    if test.images is not None:
+        metrics["train_psnr"] = float(evaluate_images(model, train, limit=min(len(train), 1000)).mean())
+        save_reconstructions(model, test, out / "reconstructions.png", f"{config.field} on {config.source}: test")
+    else:
+        save_view_predictions(model, test, config.support_views, out / "views.png", f"{config.field}: novel views")
+    if isinstance(model, TokenINR):
+        metrics["locality_top10"] = save_locality(model, test, out / "locality.png",
+                                                  f"{config.field}: change after zeroing one latent token")
+    viz.save_curve(trainer.history.train, trainer.history.evals, out / "curve.png",
+                   f"{config.field} on {config.source}")
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def save_reconstructions(model: GeneralizableINR, data: InstanceData, path: Path, title: str,
+                         count: int = SHOWN) -> None:
+    index = torch.arange(min(count, len(data)), device=data.images.device)
+    images = data.float_images(index)
+    with torch.no_grad():
+        predictions = model.reconstruct(images).clamp(0, 1)
+    scores = batch_psnr(predictions, images)
+    viz.save_grid([images.cpu().numpy(), predictions.cpu().numpy()], ["truth", "reconstruction"], path, title,
+                  captions=[None, [f"{s:.1f} dB" for s in scores.tolist()]])
+
+
+def save_view_predictions(model: GeneralizableINR, data: InstanceData, max_support: int, path: Path, title: str,
+                          count: int = 6) -> None:
+    """Rows: the first support view, the prediction with 1..max_support support views, the true view."""
+    views = data.views
+    count = min(count, len(views))
+    support, target = evaluation_views(len(views), views.views, max_support)
+    objects = torch.arange(count, device=views.images.device)
+    rows, names, captions = [], [], []
+    h, w = views.height, views.width
+    with torch.no_grad():
+        for s in range(1, max_support + 1):
+            inputs, rays, rgb = views.target_view(objects, support[:count, :s].to(objects.device),
+                                                  target[:count].to(objects.device))
+            prediction = model(inputs, rays).clamp(0, 1)
+            if s == 1:
+                rows.append(inputs[:, 0, ..., :3].cpu().numpy())
+                names.append("support view 1")
+                captions.append(None)
+            rows.append(prediction.reshape(count, h, w, 3).cpu().numpy())
+            names.append(f"{s} support view{'s' if s > 1 else ''}")
+            captions.append([f"{p:.1f} dB" for p in batch_psnr(prediction, rgb).tolist()])
+    rows.append(rgb.reshape(count, h, w, 3).cpu().numpy())
+    names.append("unseen view (truth)")
+    captions.append(None)
+    viz.save_grid(rows, names, path, title, captions=captions)
+
+
+# -- locality --------------------------------------------------------------------------------------------
+
+def instance_inputs(model: GeneralizableINR, data: InstanceData, count: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """Inputs, query coordinates and the (H, W) of what is shown for the first `count` test instances."""
+    count = min(count, len(data))
+    if data.images is not None:
+        index = torch.arange(count, device=data.images.device)
+        return data.float_images(index), model.coords(count), model.data.image_size
+    views = data.views
+    support, target = evaluation_views(len(views), views.views, 1)
+    objects = torch.arange(count, device=views.images.device)
+    inputs, rays, _ = views.target_view(objects, support[:count].to(objects.device), target[:count].to(objects.device))
+    return inputs, rays, (views.height, views.width)
+
+
+@torch.no_grad()
+def token_effects(model: TokenINR, inputs: torch.Tensor, coords: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """(B, K, N): squared change of the output at every coordinate when token k is replaced by zeros."""
+    latents = model.encode(inputs)
+    base = model.decode(latents, coords)
+    effects = []
+    for k in tokens:
+        zeroed = latents.clone()
+        zeroed[:, k] = 0.0
+        effects.append((model.decode(zeroed, coords) - base).pow(2).sum(-1))
+    return torch.stack(effects, 1)
+
+
+def locality_score(effects: torch.Tensor, fraction: float = TOP_FRACTION) -> float:
+    """Mean share of each token's effect on its top `fraction` of coordinates: `fraction` when the change is
+    spread evenly, 1 when it is confined to that many coordinates."""
+    flat = effects.flatten(0, 1)
+    top = flat.sort(dim=1, descending=True).values[:, :max(1, round(flat.shape[1] * fraction))]
+    return float((top.sum(1) / flat.sum(1).clamp_min(1e-30)).mean())
+
+
+def save_locality(model: TokenINR, data: InstanceData, path: Path, title: str, count: int = 4,
+                  seed: int = 0) -> float:
+    """Paper Fig. 5/12: rows are instances, columns the same randomly chosen tokens; each map is the change
+    rescaled to a maximum of 1. Returns the locality score over every token of those instances."""
+    model.eval()
+    inputs, coords, (h, w) = instance_inputs(model, data, count)
+    num_tokens = model.encoder.tokens
+    chosen = torch.randperm(num_tokens, generator=torch.Generator().manual_seed(seed))[:LOCALITY_TOKENS].tolist()
+    effects = token_effects(model, inputs, coords, chosen)
+    maps = effects / effects.flatten(2).amax(-1)[..., None].clamp_min(1e-30)
+    with torch.no_grad():
+        shown = model.decode(model.encode(inputs), coords).clamp(0, 1).reshape(len(inputs), h, w, -1)
+    maps = maps.reshape(len(inputs), len(chosen), h, w, 1).cpu().numpy()
+    rows = [[image, *instance_maps] for image, instance_maps in zip(shown.cpu().numpy(), maps)]
+    viz.save_grid(rows, [f"instance {i}" for i in range(len(inputs))], path, title,
+                  column_titles=["output"] + [f"token {k} zeroed" for k in chosen], colormap_from=1)
+    all_tokens = list(range(num_tokens))
+    scores = [locality_score(token_effects(model, inputs, coords, all_tokens[i:i + 64]))
+              for i in range(0, num_tokens, 64)]
+    return float(np.mean(scores))
+
+
+# -- loading a run -----------------------------------------------------------------------------------------
+
+@dataclass
+class GINRRun:
+    model: GeneralizableINR
+    config: TrainGINRConfig
+    folder: Path
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def instances(self, split: str = "test", limit: int = 0, source: str | None = None) -> InstanceData:
+        """A split of the run's dataset (or of another `source` with the same kind of images), on the model's
+        device, resized to the size the model was trained at."""
+        config = self.config
+        if source is not None:
+            config = TrainGINRConfig(**{**config.__dict__, "source": source})
+        if not config.light_field:
+            config = TrainGINRConfig(**{**config.__dict__, "size": None})
+            from ..data.datasets import load_dataset
+
+            data = load_dataset(config.source, split, size=self.model.data.image_size, limit=limit or None)
+            if data.channels != self.model.data.channels:
+                raise NfieldsError(f"'{config.source}' has {data.channels}-channel images but the run was trained on "
+                                   f"{self.model.data.channels}-channel ones; give images like the training set.")
+            return to_device(InstanceData(images=data.images, labels=data.labels, names=list(data.names)),
+                             self.device)
+        data, _ = load_instances(config, split, limit)
+        return to_device(data, self.device)
+
+
+def is_ginr_run(run_dir: Path) -> bool:
+    try:
+        return "ginr" in json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_ginr_run(run_dir: str | Path, device: str = "auto") -> GINRRun:
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists() and not is_ginr_run(run_dir):
+        raise NfieldsError(f"'{run_dir}' is not a 'nfields train ginr' run; give the --out folder of one.")
+    model, _ = load_trained(run_dir, lambda data: ginr_from_spec(data["field_spec"]), device)
+    return GINRRun(model, load_run_config(run_dir, TrainGINRConfig), run_dir)
+
+
+def _check_index(index: int, data: InstanceData, split: str) -> None:
+    if not 0 <= index < len(data):
+        raise NfieldsError(f"index {index} is outside the {split} split's {len(data)} instances (0 to {len(data) - 1}).")
+
+
+# -- test-time optimisation ---------------------------------------------------------------------------------
+
+def optimize_latents(model: GeneralizableINR, images: torch.Tensor, latents: torch.Tensor, steps: int,
+                     lr: float = 1e-3, record: tuple[int, ...] = ()) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Test-time optimisation (paper §4.5): Adam on the latents only, MSE on every pixel, decoder frozen.
+    Returns the latents and, for each step in `record`, the mean PSNR and the seconds spent so far."""
+    latents = latents.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latents], lr=lr)
+    b, c = images.shape[0], images.shape[-1]
+    coords, target = model.coords(b), images.reshape(b, -1, c)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    curve, seconds = [], 0.0
+    try:
+        for step in range(steps + 1):
+            if step in record:
+                with torch.no_grad():
+                    curve.append({"step": step, "seconds": seconds,
+                                  "psnr": float(batch_psnr(model.decode(latents, coords), target).mean())})
+            if step == steps:
+                break
+            _sync(images.device)
+            started = time.perf_counter()
+            loss = (model.decode(latents, coords) - target).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(images.device)
+            seconds += time.perf_counter() - started
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return latents.detach(), curve
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tto_record_steps(steps: int) -> tuple[int, ...]:
+    """0, then about 20 log-spaced steps up to `steps`."""
+    if steps <= 0:
+        return (0,)
+    return tuple(sorted({0, steps, *np.unique(np.geomspace(1, steps, 20).round().astype(int)).tolist()}))
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, tto_lr: float = 1e-3,
+                 limit: int = 0, device: str = "auto", batch: int = 64) -> dict[str, Any]:
+    """Test PSNR per instance (clamped, averaged), a reconstruction grid, and with `tto_steps` the PSNR
+    curve of test-time optimisation; writes eval_<split>.json and pictures into the run folder."""
+    if tto_steps < 0:
+        raise NfieldsError(f"--tto-steps must be 0 or more, not {tto_steps}.")
+    run = load_ginr_run(run_dir, device)
+    data = run.instances(split, limit)
+    tag = f"eval_{split}" + (f"_tto{tto_steps}" if tto_steps else "")
+    report: dict[str, Any] = {"split": split, "instances": len(data), "method": run.config.field,
+                              "dataset": run.config.source}
+    if data.views is not None:
+        if tto_steps:
+            raise NfieldsError("--tto-steps is for image runs; a light-field run is evaluated on its support views.")
+        from .train_ginr import evaluate_views
+
+        psnr = evaluate_views(run.model, data, run.config.support_views)
+        report.update(psnr=float(torch.stack(list(psnr.values())).mean()),
+                      **{f"psnr_{s}_views": float(v) for s, v in psnr.items()})
+        save_view_predictions(run.model, data, run.config.support_views, run.folder / f"{tag}_views.png",
+                              f"{run.config.field}: novel views ({split})")
+    else:
+        report["psnr"] = float(evaluate_images(run.model, data, batch=batch).mean())
+        if tto_steps:
+            record = tto_record_steps(tto_steps)
+            curves = []
+            for start in range(0, len(data), batch):
+                index = torch.arange(start, min(len(data), start + batch), device=run.device)
+                images = data.float_images(index)
+                with torch.no_grad():
+                    latents = run.model.encode(images)
+                _, curve = optimize_latents(run.model, images, latents, tto_steps, tto_lr, record)
+                curves.append([(p["psnr"] * len(index), p["seconds"]) for p in curve])
+            report["tto"] = [{"step": s, "psnr": sum(c[i][0] for c in curves) / len(data),
+                              "seconds": sum(c[i][1] for c in curves)} for i, s in enumerate(record)]
+            report["psnr_tto"] = report["tto"][-1]["psnr"]
+            report["tto_lr"] = tto_lr
+            viz.save_curve([], [{"step": p["step"], "seconds": p["seconds"], "psnr": p["psnr"]} for p in report["tto"]],
+                           run.folder / f"{tag}_curve.png", f"test-time optimisation of the latents ({split})")
+        save_reconstructions(run.model, data, run.folder / f"{tag}_reconstructions.png",
+                             f"{run.config.field} on {run.config.source}: {split}")
+    write_json_atomic(run.folder / f"{tag}.json", report)
+    return report
+
+
+# -- encode, render, interpolate -------------------------------------------------------------------------
+
+def encode_to_file(run_dir: str | Path, inputs: str, out: str | Path, split: str = "test", limit: int = 0,
+                   device: str = "auto", batch: int = 64) -> dict[str, Any]:
+    """Latents of every instance of `inputs` (a dataset name or image folder) -> one safetensors file with
+    `latents` (N, ...) and `labels` when the dataset has them; names and provenance in its metadata."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise NfieldsError(f"--out must name a .safetensors file, not '{out}'.")
+    if not out.parent.exists():
+        raise NfieldsError(f"folder '{out.parent}' does not exist; create it or choose another --out.")
+    run = load_ginr_run(run_dir, device)
+    if run.config.light_field:
+        raise NfieldsError("encode takes images; a light-field run's latents come from its support views.")
+    data = run.instances(split, limit, source=inputs)
+    parts = []
+    for start in range(0, len(data), batch):
+        index = torch.arange(start, min(len(data), start + batch), device=run.device)
+        with torch.no_grad():
+            parts.append(run.model.encode(data.float_images(index)).detach().cpu())
+    tensors = {"latents": torch.cat(parts).contiguous()}
+    if data.labels is not None:
+        tensors["labels"] = data.labels.cpu().contiguous()
+    metadata = {"run": str(Path(run_dir).resolve()), "method": run.config.field, "inputs": str(inputs),
+                "split": split, "names": json.dumps(data.names)}
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return {"file": str(out), "count": len(data), "shape": list(tensors["latents"].shape[1:])}
+
+
+def render_instance(run_dir: str | Path, index: int, out: str | Path, scale: float = 1.0, split: str = "test",
+                    device: str = "auto") -> dict[str, Any]:
+    """Test instance `index` encoded and rendered at `scale` x the training resolution (super-resolution)."""
+    if not scale > 0:
+        raise NfieldsError(f"--scale must be positive, not {scale}.")
+    run = load_ginr_run(run_dir, device)
+    if run.config.light_field:
+        raise NfieldsError("--index renders image runs; evaluate a light-field run with 'nfields eval'.")
+    data = run.instances(split)
+    _check_index(index, data, split)
+    h, w = (max(1, round(s * scale)) for s in run.model.data.image_size)
+    with torch.no_grad():
+        latents = run.model.encode(data.float_images(torch.tensor([index], device=run.device)))
+        image = run.model.render(latents, h, w)[0].clamp(0, 1)
+    _save(image.cpu().numpy(), out)
+    return {"file": str(out), "height": h, "width": w}
+
+
+def interpolate(run_dir: str | Path, first: int, second: int, out: str | Path, steps: int = 8, scale: float = 1.0,
+                split: str = "test", device: str = "auto") -> dict[str, Any]:
+    """A strip of `steps` renders along the straight line between two test instances' latents."""
+    if steps < 2:
+        raise NfieldsError(f"--steps must be at least 2, not {steps}.")
+    run = load_ginr_run(run_dir, device)
+    if run.config.light_field:
+        raise NfieldsError("interpolate works on image runs.")
+    data = run.instances(split)
+    for i in (first, second):
+        _check_index(i, data, split)
+    h, w = (max(1, round(s * scale)) for s in run.model.data.image_size)
+    with torch.no_grad():
+        latents = run.model.encode(data.float_images(torch.tensor([first, second], device=run.device)))
+        t = torch.linspace(0, 1, steps, device=run.device).view(-1, *[1] * (latents.dim() - 1))
+        images = run.model.render((1 - t) * latents[:1] + t * latents[1:], h, w).clamp(0, 1)
+    strip = torch.cat(list(images), dim=1)
+    _save(strip.cpu().numpy(), out)
+    return {"file": str(out), "steps": steps, "height": h, "width": w * steps}
+
+
+def _save(image: np.ndarray, out: str | Path) -> None:
+    out = Path(out)
+    if not out.parent.exists():
+        raise NfieldsError(f"folder '{out.parent}' does not exist; create it or choose another --out.")
+    try:
+        viz.save_image(image, out)
+    except (KeyError, ValueError, OSError) as error:
+        raise NfieldsError(f"cannot write '{out}' ({error}); use a .png, .jpg or .tif name.") from None
+
