@@ -100,9 +100,11 @@ def prepare(config: FitConfig, device_name: str | None = None) -> torch.device:
 C = TypeVar("C", bound=FitConfig)
 
 
-def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set[str]) -> C:
-    """Check the run folder; on resume, the stored settings with only the budget from the command."""
-    check_run_dir(out, resume, overwrite)
+def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set[str], check: bool = True) -> C:
+    """Check the run folder (unless `check` is False: other processes of a torchrun launch leave that to
+    rank 0); on resume, the stored settings with only the budget from the command."""
+    if check:
+        check_run_dir(out, resume, overwrite)
     if resume:
         config = resolved_for_resume(load_run_config(out, type(config)), config.normalized(), set(explicit))
     return config.normalized()

@@ -274,10 +274,7 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
     calls this; rank 0 alone writes the run folder."""
     device = distributed.setup(prepare(config))
     main = distributed.is_main()
-    if main:
-        config = start_run(config, out, resume, overwrite, explicit or set())
-    else:
-        config = config.normalized()
+    config = start_run(config, out, resume, overwrite, explicit or set(), check=main)
     torch.manual_seed(config.seed)
     train, spec = load_instances(config, "train", config.limit)
     test, _ = load_instances(config, "test", config.eval_limit)
