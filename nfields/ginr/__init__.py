@@ -7,7 +7,9 @@ from .encoder import TokenEncoder
 from ..encodings import LogFourierFeatures
 from .config import EncoderConfig, IPCConfig, LocalityConfig, TransINRConfig
 from .model import GINR_METHODS, DataSpec, GeneralizableINR, TokenINR, ginr_from_spec, make_ginr
+from .baselines import AutoDecoder, AutoDecoderConfig, Functa, FunctaConfig, LatentSiren  # registers both
 
 __all__ = ["TokenEncoder", "LogFourierFeatures", "TransINRDecoder", "IPCDecoder", "LocalityDecoder",
            "GeneralizableINR", "TokenINR", "DataSpec", "GINR_METHODS", "EncoderConfig", "TransINRConfig",
-           "IPCConfig", "LocalityConfig", "make_ginr", "ginr_from_spec"]
+           "IPCConfig", "LocalityConfig", "make_ginr", "ginr_from_spec", "Functa", "FunctaConfig",
+           "AutoDecoder", "AutoDecoderConfig", "LatentSiren"]
