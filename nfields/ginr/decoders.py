@@ -115,16 +115,22 @@ class IPCDecoder(nn.Module):
         return h + self.config.output_bias
 
 
+def frequencies_per_input(fourier_features: int, in_features: int) -> int:
+    if fourier_features < 2 * in_features:
+        raise NfieldsError(f"locality option 'fourier_features' ({fourier_features}) must be at least 2 x {in_features} "
+                           f"(a cosine and a sine per input dimension).")
+    return fourier_features // (2 * in_features)
+
+
 class FrequencyFeatures(nn.Module):
-    """Eq. 3: h_F(v; sigma, W, b) = ReLU(W gamma_sigma(v) + b), gamma of size d_F."""
+    """Eq. 3: h_F(v; sigma, W, b) = ReLU(W gamma_sigma(v) + b), gamma of size d_F.
+
+    Ours: d_F is rounded down to a multiple of 2 d_in (256 -> 252 features for 6-D Plücker rays)."""
 
     def __init__(self, in_features: int, fourier_features: int, sigma: float, width: int):
         super().__init__()
-        if fourier_features % (2 * in_features):
-            raise NfieldsError(f"locality option 'fourier_features' ({fourier_features}) must be a multiple of "
-                               f"2 x {in_features} input dimensions.")
-        self.gamma = LogFourierFeatures(in_features, fourier_features // (2 * in_features), sigma)
-        self.linear = nn.Linear(fourier_features, width)
+        self.gamma = LogFourierFeatures(in_features, frequencies_per_input(fourier_features, in_features), sigma)
+        self.linear = nn.Linear(self.gamma.out_features, width)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return F.relu(self.linear(self.gamma(coords)))
@@ -170,7 +176,8 @@ class LocalityDecoder(nn.Module):
             self.query = FrequencyFeatures(in_features, d_f, config.query_sigma, d)
             self.attention = TokenCrossAttention(d, token_width, config.attention_heads, config.attention_projection)
         else:  # ablation "w/o STA": IPC's low-rank weight modulation of the sigma_q features
-            self.query_features = LogFourierFeatures(in_features, d_f // (2 * in_features), config.query_sigma)
+            self.query_features = LogFourierFeatures(in_features, frequencies_per_input(d_f, in_features),
+                                                     config.query_sigma)
             self.low_rank = LowRankModulatedLinear(self.query_features.out_features, d, config.tokens, token_width)
         if config.multiband:
             self.bands = nn.ModuleList(FrequencyFeatures(in_features, d_f, sigma, d) for sigma in config.sigmas)

@@ -69,6 +69,9 @@ class TrainGINRConfig(FitConfig):
             raise NfieldsError(f"--pixel-fraction must be in (0, 1], not {self.pixel_fraction}.")
         if self.support_views < 1 or self.query_rays < 1:
             raise NfieldsError("--support-views and --query-rays must be at least 1.")
+        if self.light_field and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
+            raise NfieldsError(f"method '{self.field}' works on single images; light fields (scenes:) need one of "
+                               f"the token methods: transinr, ipc, locality.")
 
     def time_budget(self) -> dict[str, Any]:
         return {"max_seconds": self.seconds, "eval_at_seconds": tuple(self.eval_at_seconds)}
@@ -175,7 +178,7 @@ class InstanceObjective:
     def step_generator(self, step: int) -> torch.Generator:
         """Randomness of one step, the same on every process and after a resume."""
         generator = torch.Generator(device=self.device)
-        return generator.manual_seed(self.config.seed * 7_919 + step * 2 + distributed.rank())
+        return generator.manual_seed((self.config.seed * 1_000_003 + step) * 1024 + distributed.rank())
 
 
 class ImageSetObjective(InstanceObjective):
@@ -261,13 +264,6 @@ def evaluate_views(model: GeneralizableINR, data: InstanceData, max_support: int
 
 # -- the run -------------------------------------------------------------------------------------------
 
-def build_model(config: TrainGINRConfig, spec: DataSpec, options: dict[str, Any]) -> GeneralizableINR:
-    if config.light_field and not issubclass(GINR_METHODS.lookup(config.field)[0], TokenINR):
-        raise NfieldsError(f"method '{config.field}' works on single images; light fields (scenes:) need one of "
-                           f"the token methods: transinr, ipc, locality.")
-    return make_ginr(config.field, spec, **options)
-
-
 def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, overwrite: bool = False,
                    explicit: set[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a run in `out`; returns metrics.json's content. Under torchrun every process
@@ -283,7 +279,7 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
         raise NfieldsError(f"the training set has {len(train)} instances, fewer than one --batch of {config.batch}; "
                            f"lower --batch.")
     options = {**paper_options(config.field, *spec.image_size, config.light_field), **config.field_options}
-    model = build_model(config, spec, options).to(device)
+    model = make_ginr(config.field, spec, **options).to(device)
     config = dataclasses.replace(config, field_options={**options, **config.field_options})
     if config.epochs:
         config = dataclasses.replace(config, steps=max(1, round(config.epochs * (len(train) // config.batch))))
