@@ -64,6 +64,10 @@ class GeneralizableINR(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Adam's parameter groups at base rate `lr`; methods whose parts learn at different rates override."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -286,7 +286,7 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
     train, test = to_device(train, device), to_device(test, device)
     objective_cls = LightFieldObjective if config.light_field else ImageSetObjective
     objective = objective_cls(model, train, test, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr or model.default_lr)
+    optimizer = torch.optim.Adam(model.parameter_groups(config.lr or model.default_lr))
     with open_run_dir(out, resume, overwrite) if main else nullcontext(out):
         if main:
             write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
