@@ -186,17 +186,19 @@ def format_row(row: dict) -> str:
     memory = f"{row['peak_memory_gb']:.1f} GB" if row.get("peak_memory_gb") else "-"
     util = f"{row['gpu_utilisation_percent']:.0f}%" if row.get("gpu_utilisation_percent") is not None else "-"
     locality = f"{row['locality_top10']:.2f}" if "locality_top10" in row else "-"
-    return (f"{row['row']:<32} test {row['psnr']:6.2f} dB {views:<24} train {row.get('train_psnr', float('nan')):6.2f}  "
+    where = f"{row['device_name'].split()[1]:<5} {row['budget_seconds']:3.0f}s " if "budget_seconds" in row else ""
+    return (f"{where}{row['row']:<32} test {row['psnr']:6.2f} dB {views:<24} train {row.get('train_psnr', float('nan')):6.2f}  "
             f"{row['epochs']:6.2f} ep  {row['instances_per_second']:8,.0f} inst/s  {memory:>8}  util {util:>4}  "
-            f"top10 {locality}  {row['params']:>11,} params")
+            f"top10 {locality}  sim {row.get('token_similarity', float('nan')):.2f}  {row['params']:>11,} params")
 
 
 def show(result: dict) -> None:
-    print(title(result, f"{result['seconds']:.0f} s of training per row"))
+    budget = f"{result['seconds']:.0f} s of training per row" if "seconds" in result else "budgets per row"
+    print(title(result, budget))
     for row in result.get("rows", []):
         print(format_row(row))
     for curve in result.get("tto", []):
-        print(f"TTO {curve['method']} on {curve['dataset']} ({curve['images']} images): one pass "
+        print(f"TTO ({curve.get('device_name', result['device_name'])}) {curve['method']} on {curve['dataset']} ({curve['images']} images): one pass "
               f"{curve['one_pass_psnr']:.2f} dB")
         for lr, points in curve["tto_by_lr"].items():
             print(f"   TTO lr {lr}: " + ", ".join(f"{p['seconds']:.2f}s {p['psnr']:.2f}" for p in points[::4]))
