@@ -55,8 +55,10 @@ def test_a_run_writes_metrics_pictures_and_config(trained):
         assert (trained / picture).stat().st_size > 1000
     config = json.loads((trained / "config.json").read_text())
     # The paper's settings scaled to 16x16 (s = 16 / 178), under the options given on the command line.
-    assert config["field_options"]["patch_size"] == 1 and config["field_options"]["sigmas"] == "11.5,2.9"
-    assert config["field_options"]["tokens"] == 16 and config["ginr"]["train_instances"] == 32
+    resolved = config["field_spec"]["config"]
+    assert resolved["patch_size"] == 1 and resolved["sigmas"] == [11.5, 2.9] and resolved["query_sigma"] == 1.4
+    assert resolved["tokens"] == config["field_options"]["tokens"] == 16 and "sigmas" not in config["field_options"]
+    assert config["ginr"]["train_instances"] == 32
 
 
 def test_eval_with_test_time_optimisation(trained, capsys):

@@ -49,8 +49,8 @@ def write_run_outputs(out: Path, model: GeneralizableINR, config: TrainGINRConfi
     else:
         save_view_predictions(model, test, config.support_views, out / "views.png", f"{config.field}: novel views")
     if isinstance(model, TokenINR):
-        metrics["locality_top10"] = save_locality(model, test, out / "locality.png",
-                                                  f"{config.field}: change after zeroing one latent token")
+        metrics.update(save_locality(model, test, out / "locality.png",
+                                     f"{config.field}: change after zeroing one latent token"))
     viz.save_curve(trainer.history.train, trainer.history.evals, out / "curve.png",
                    f"{config.field} on {config.source}")
     write_json_atomic(out / "metrics.json", metrics)
@@ -131,10 +131,20 @@ def locality_score(effects: torch.Tensor, fraction: float = TOP_FRACTION) -> flo
     return float((top.sum(1) / flat.sum(1).clamp_min(1e-30)).mean())
 
 
+def token_similarity(effects: torch.Tensor) -> float:
+    """Mean cosine similarity between different tokens' effect maps of one instance: near 1 when every token
+    changes the same pixels (global tokens, or tokens not yet told apart), lower when tokens own regions."""
+    maps = torch.nn.functional.normalize(effects.flatten(2), dim=-1)  # (B, K, N)
+    gram = maps @ maps.transpose(1, 2)
+    k = gram.shape[-1]
+    return float((gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)).mean() / max(1, k * (k - 1)))
+
+
 def save_locality(model: TokenINR, data: InstanceData, path: Path, title: str, count: int = 4,
-                  seed: int = 0) -> float:
+                  seed: int = 0) -> dict[str, float]:
     """Paper Fig. 5/12: rows are instances, columns the same randomly chosen tokens; each map is the change
-    rescaled to a maximum of 1. Returns the locality score over every token of those instances."""
+    rescaled to a maximum of 1. Returns the locality score and the token similarity over every token of
+    those instances."""
     model.eval()
     inputs, coords, (h, w) = instance_inputs(model, data, count)
     num_tokens = model.encoder.tokens
@@ -147,10 +157,8 @@ def save_locality(model: TokenINR, data: InstanceData, path: Path, title: str, c
     rows = [[image, *instance_maps] for image, instance_maps in zip(shown.cpu().numpy(), maps)]
     viz.save_grid(rows, [f"instance {i}" for i in range(len(inputs))], path, title,
                   column_titles=["output"] + [f"token {k} zeroed" for k in chosen], colormap_from=1)
-    all_tokens = list(range(num_tokens))
-    scores = [locality_score(token_effects(model, inputs, coords, all_tokens[i:i + 64]))
-              for i in range(0, num_tokens, 64)]
-    return float(np.mean(scores))
+    every = token_effects(model, inputs, coords, list(range(num_tokens)))
+    return {"locality_top10": locality_score(every), "token_similarity": token_similarity(every)}
 
 
 # -- loading a run -----------------------------------------------------------------------------------------

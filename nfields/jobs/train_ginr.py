@@ -55,6 +55,9 @@ class TrainGINRConfig(FitConfig):
         return self.source.startswith(SCENES_PREFIX)
 
     def validate(self) -> None:
+        if self.light_field and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
+            raise NfieldsError(f"method '{self.field}' works on single images; light fields (scenes:) need one of "
+                               f"the token methods: transinr, ipc, locality.")
         super().validate()
         if self.batch <= 0 or self.batch % distributed.world_size():
             raise NfieldsError(f"--batch must be a positive multiple of the {distributed.world_size()} processes, "
@@ -69,9 +72,6 @@ class TrainGINRConfig(FitConfig):
             raise NfieldsError(f"--pixel-fraction must be in (0, 1], not {self.pixel_fraction}.")
         if self.support_views < 1 or self.query_rays < 1:
             raise NfieldsError("--support-views and --query-rays must be at least 1.")
-        if self.light_field and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
-            raise NfieldsError(f"method '{self.field}' works on single images; light fields (scenes:) need one of "
-                               f"the token methods: transinr, ipc, locality.")
 
     def time_budget(self) -> dict[str, Any]:
         return {"max_seconds": self.seconds, "eval_at_seconds": tuple(self.eval_at_seconds)}
@@ -278,9 +278,10 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
     if len(train) < config.batch:
         raise NfieldsError(f"the training set has {len(train)} instances, fewer than one --batch of {config.batch}; "
                            f"lower --batch.")
+    # The scaled paper settings under the user's options; config.json keeps the user's in field_options and
+    # every resolved option in field_spec, so a resume recomputes the same ones from the same data.
     options = {**paper_options(config.field, *spec.image_size, config.light_field), **config.field_options}
     model = make_ginr(config.field, spec, **options).to(device)
-    config = dataclasses.replace(config, field_options={**options, **config.field_options})
     if config.epochs:
         config = dataclasses.replace(config, steps=max(1, round(config.epochs * (len(train) // config.batch))))
     train, test = to_device(train, device), to_device(test, device)
