@@ -250,3 +250,13 @@ def test_dataset_is_not_an_image(cli):
         pytest.skip("Debian dataset-fashion-mnist not installed")
     result = cli("fit", "image", "fashion-mnist", "--steps", "1", "--out", "run")
     assert result.code == 2 and "is dataset, not an image" in result.err
+
+
+def test_a_folder_with_train_and_test_subfolders_is_split_by_them(tmp_path):
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 3), ("test", 2)):
+        (tmp_path / part).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / part / f"{i}.png")
+    assert [len(load_dataset(tmp_path, split)) for split in ("train", "test", "all")] == [3, 2, 5]
+    assert load_dataset(tmp_path, "test").names == ["0.png", "1.png"]

@@ -87,7 +87,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", size: int | tu
       $XDG_CACHE_HOME/nfields (default ~/.cache/nfields), keyed by the font's size and mtime and by `size`.
     - a folder: its image files (PNG, JPEG, ...) in sorted name order; gray if every file is gray, else RGB
       (transparency composited on white); test = every 10th file in sorted order (index % 10 == 0), train =
-      the rest; no labels. Files of different sizes need `size`.
+      the rest, unless the folder has `train/` and `test/` subfolders: then those are the split; no labels.
+      Files of different sizes need `size`.
 
     `split` is 'train', 'test' or 'all'; `size` S resizes to S x S (or (H, W) exactly); `limit` keeps the
     first N images of the split.
@@ -282,11 +283,22 @@ def _decode_emoji(font: Path, shape: tuple[int, int]) -> tuple[np.ndarray, list[
 
 # -- a folder of images ------------------------------------------------------------------------------
 
-def _load_folder(folder: Path, split: str, shape, limit) -> ImageDataset:
+def _image_files(folder: Path) -> list[Path]:
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
     except OSError as error:
         raise NfieldsError(f"cannot read folder '{folder}' ({error.strerror}); check its permissions.") from None
+
+
+def _load_folder(folder: Path, split: str, shape, limit) -> ImageDataset:
+    if (folder / "train").is_dir() and (folder / "test").is_dir():  # the user's own split
+        parts = ["train", "test"] if split == "all" else [split]
+        files = [f for part in parts for f in _image_files(folder / part)][:limit]
+        if not files:
+            raise NfieldsError(f"folder '{folder / parts[0]}' holds no images ({', '.join(sorted(SUFFIXES))}); "
+                               f"give a folder of image files.")
+        return _decode_files(folder, files, split, shape)
+    files = _image_files(folder)
     if not files:
         raise NfieldsError(f"folder '{folder}' holds no images ({', '.join(sorted(SUFFIXES))}); "
                            f"give a folder of image files.")
@@ -294,6 +306,10 @@ def _load_folder(folder: Path, split: str, shape, limit) -> ImageDataset:
     if not files:
         raise NfieldsError(f"folder '{folder}' has no images in its '{split}' split (every 10th file is test); "
                            f"add images or use split 'all'.")
+    return _decode_files(folder, files, split, shape)
+
+
+def _decode_files(folder: Path, files: list[Path], split: str, shape) -> ImageDataset:
     arrays = []
     for path in files:
         values = _decode(path)  # float32 (H, W, C) in [0, 1], or NfieldsError naming the file
