@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from nfields.cli.main import main
 from nfields.ginr import DataSpec, make_ginr
-from nfields.jobs.ginr_outputs import locality_score, token_effects
+from nfields.jobs.ginr_outputs import locality_score, token_effects, token_similarity
 from nfields.jobs.train_ginr import ImageSetObjective, InstanceData, TrainGINRConfig, patch_size_for, paper_options
 
 pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
@@ -125,6 +125,40 @@ def test_paper_settings_scale_with_the_image():
     assert paper_options("locality", 64, 64, True)["sigmas"] == "8,4"  # light fields: Appendix A's (8, 4, 2)
     assert paper_options("ipc", 64, 64, False)["fourier_sigma"] == 23.0
     assert paper_options("functa", 64, 64, False) == {}
+
+
+# -- locality of a trained toy model -----------------------------------------------------------------------
+
+def _cells(count: int, seed: int) -> torch.Tensor:
+    """16x16 images of 4x4 cells, each cell an independent random gray: every region is its own information."""
+    values = torch.rand(count, 4, 4, 1, generator=torch.Generator().manual_seed(seed))
+    return values.repeat_interleave(4, 1).repeat_interleave(4, 2)
+
+
+def _toy_effects(method: str, steps: int, options: dict) -> torch.Tensor:
+    torch.manual_seed(0)
+    model = make_ginr(method, DataSpec((16, 16), 1), width=32, depth=1, heads=2, patch_size=4, tokens=16,
+                      hidden_width=32, **options)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        images = _cells(16, 100_000 + step)
+        loss = (model(images, model.coords(16)) - images.reshape(16, -1, 1)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return token_effects(model, _cells(8, 999), model.coords(8), list(range(16)))
+
+
+def test_zeroing_a_token_changes_a_local_region_of_a_trained_locality_model():
+    """Trained on images whose 16 cells are independent, a locality model's tokens each own a few cells;
+    IPC's tokens each change the whole image (paper Fig. 5). Measured, seeds 0-2, locality after 1,500 steps:
+    top-10% share 0.93 / 0.93 / 0.91, token similarity 0.04 / 0.16 / 0.13; IPC after 1,000
+    steps: top-10% share 0.44-0.49, similarity 0.33-0.37 (a share of 0.1 would be no locality at all)."""
+    locality = _toy_effects("locality", 1500, dict(fourier_features=32, sigmas="8,2", query_sigma=1.0))
+    ipc = _toy_effects("ipc", 1000, dict(fourier_frequencies=8, fourier_sigma=8.0))
+    assert locality_score(locality) > 0.8 > 0.6 > locality_score(ipc)
+    assert token_similarity(locality) < 0.2 < 0.3 < token_similarity(ipc)
 
 
 # -- DDP: two gloo processes give the gradients of one process on the joined batch -------------------------
