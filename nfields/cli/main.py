@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -170,13 +171,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_fields(args: argparse.Namespace) -> int:
     from ..fields import FIELDS
     from ..fields.radiance import SCENE_FIELDS
+    from ..ginr import GINR_METHODS
 
-    for title, registry in (("fields (fit image, audio, video, shape)", FIELDS), ("scene fields (fit scene)", SCENE_FIELDS)):
+    for title, registry in (("fields (fit image, audio, video, shape)", FIELDS), ("scene fields (fit scene)", SCENE_FIELDS),
+                            ("generalizable-INR methods (train ginr)", GINR_METHODS)):
         print(f"{title}:")
         for name in registry.names():
             cls, config = registry.lookup(name)
             options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(config))
-            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            doc = (inspect.getdoc(cls) or "").splitlines()[0]
             print(f"  {name:<10} {doc}\n             options: {options}; default lr {cls.default_lr:g}")
     return 0
 

@@ -128,7 +128,9 @@ class LatentINR(GeneralizableINR):
 
 @GINR_METHODS.register("functa", FunctaConfig)
 class Functa(LatentINR):
-    """Latent = `inner_steps` meta-SGD steps from zero on the image's MSE: z <- z - clamp(lr, 0, 1) * grad.
+    """functa (Dupont et al. 2022): a shift-modulated SIREN, latents from 3 meta-SGD steps from zero.
+
+    Latent = `inner_steps` meta-SGD steps from zero on the image's MSE: z <- z - clamp(lr, 0, 1) * grad.
     In training mode (with grad enabled) the steps keep their graph (create_graph), so the trainer's loss on
     the result trains the decoder and the learned rates through the inner loop (second order); otherwise the
     steps are first order and the latents come back detached."""
@@ -165,7 +167,9 @@ class Functa(LatentINR):
 
 @GINR_METHODS.register("autodecoder", AutoDecoderConfig)
 class AutoDecoder(LatentINR):
-    """Training: `encode(images, index)` is row `index` of a learned (instances, latent_dim) table. Evaluation
+    """Auto-decoder (DeepSDF, Park et al. 2019): a learned latent per training image; new ones are fitted.
+
+    Training: `encode(images, index)` is row `index` of a learned (instances, latent_dim) table. Evaluation
     (`model.eval()`): a new latent is fitted from zeros by `fit_steps` Adam steps at `fit_lr` on the image's
     MSE with the decoder frozen. DeepSDF's latent-norm penalty (1e-4 ||z||^2 in training) is left out: the
     trainer computes the loss from the decoded values only."""

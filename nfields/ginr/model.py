@@ -123,16 +123,22 @@ class TokenINR(GeneralizableINR):
 
 @GINR_METHODS.register("transinr", TransINRConfig)
 class TransINR(TokenINR):
+    """TransINR (Chen & Wang 2022): tokens modulate every hyponet weight."""
+
     decoder_cls = TransINRDecoder
 
 
 @GINR_METHODS.register("ipc", IPCConfig)
 class IPC(TokenINR):
+    """Instance pattern composers (Kim et al. 2023): tokens modulate the first weight, low rank."""
+
     decoder_cls = IPCDecoder
 
 
 @GINR_METHODS.register("locality", LocalityConfig)
 class LocalityINR(TokenINR):
+    """Locality-aware INR (Lee et al. 2023): selective token aggregation, multi-band modulation."""
+
     decoder_cls = LocalityDecoder
 
 
