@@ -320,9 +320,6 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
 
 
 def instances_per_second(trainer: Trainer, batch: int) -> float:
-    """Training throughput over the trainer's logged history (all processes together)."""
-    points = trainer.history.train
-    if len(points) < 2 or points[-1]["seconds"] <= points[0]["seconds"]:
-        return 0.0
-    return (points[-1]["step"] - points[0]["step"]) * batch / (points[-1]["seconds"] - points[0]["seconds"])
-
+    """Training throughput over the run's training time (all processes together; the clock stops for
+    evaluations and checkpoints)."""
+    return trainer.step * batch / trainer.seconds if trainer.seconds > 0 else 0.0
