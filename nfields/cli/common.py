@@ -24,16 +24,21 @@ def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--out", type=Path, help="run folder (default runs/<source>-<field>)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: the field's own)")
-    p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
-    p.add_argument("--log-every", type=int, help="steps between log points (default 25)")
-    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP", help="also evaluate at these steps")
+    add_run_arguments(p, "the field's own")
     p.add_argument("--width", type=int, help="field option: hidden width")
     p.add_argument("--hidden-layers", type=int, help="field option: number of width x width layers")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other field option, e.g. -o omega0=30 -o log2_table_size=18 (see 'nfields fields')")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, default_lr: str) -> None:
+    """Flags of every training command: seed, optimiser, precision, logging, presets, resuming."""
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {default_lr})")
+    p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--log-every", type=int, help="steps between log points (default 25)")
+    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP", help="also evaluate at these steps")
     p.add_argument("--recipe", help="a named preset (see 'nfields recipes')")
     p.add_argument("--config", type=Path, help="a JSON file of settings (a run's config.json works)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")

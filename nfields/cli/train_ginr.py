@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import fit_settings
+from .common import add_run_arguments, fit_settings
 
 GINR_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "support_views", "query_rays",
                  "seconds", "eval_at_seconds")
@@ -32,21 +32,11 @@ def add_parser(sub) -> None:
     p.add_argument("--query-rays", type=int, help="light fields: rays predicted per object per step (default 1024)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<method>)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: the method's, 1e-4 for the token methods)")
-    p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
-    p.add_argument("--log-every", type=int, help="steps between log points (default 25)")
-    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP", help="also evaluate at these steps")
+    add_run_arguments(p, "the method's, 1e-4 for the token methods")
     p.add_argument("--eval-at-seconds", type=float, nargs="+", metavar="S", help="also evaluate at these seconds")
     p.add_argument("--width", type=int, help="method option: encoder width (default 768)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any method option, e.g. -o depth=4 -o sigmas=24,6 (see 'nfields fields')")
-    p.add_argument("--recipe", help="a named preset (see 'nfields recipes')")
-    p.add_argument("--config", type=Path, help="a JSON file of settings (a run's config.json works)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run, hidden_layers=None)
 
 

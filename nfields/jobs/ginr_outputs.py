@@ -19,7 +19,7 @@ from ..fields import parameter_count
 from ..ginr import GeneralizableINR, TokenINR, ginr_from_spec
 from ..io import atomic_path, write_json_atomic
 from ..train.run import load_run_config, load_trained
-from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, evaluate_images, evaluation_views,
+from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, evaluate_images, support_and_target_views,
                          instances_per_second, load_instances, to_device)
 
 SHOWN = 8  # instances in reconstruction grids
@@ -73,7 +73,7 @@ def save_view_predictions(model: GeneralizableINR, data: InstanceData, max_suppo
     """Rows: the first support view, the prediction with 1..max_support support views, the true view."""
     views = data.views
     count = min(count, len(views))
-    support, target = evaluation_views(len(views), views.views, max_support)
+    support, target = support_and_target_views(len(views), views.views, max_support)
     objects = torch.arange(count, device=views.images.device)
     rows, names, captions = [], [], []
     h, w = views.height, views.width
@@ -104,7 +104,7 @@ def instance_inputs(model: GeneralizableINR, data: InstanceData, count: int) -> 
         index = torch.arange(count, device=data.images.device)
         return data.float_images(index), model.coords(count), model.data.image_size
     views = data.views
-    support, target = evaluation_views(len(views), views.views, 1)
+    support, target = support_and_target_views(len(views), views.views, 1)
     objects = torch.arange(count, device=views.images.device)
     inputs, rays, _ = views.target_view(objects, support[:count].to(objects.device), target[:count].to(objects.device))
     return inputs, rays, (views.height, views.width)
@@ -180,7 +180,6 @@ class GINRRun:
         if source is not None:
             config = TrainGINRConfig(**{**config.__dict__, "source": source})
         if not config.light_field:
-            config = TrainGINRConfig(**{**config.__dict__, "size": None})
             from ..data.datasets import load_dataset
 
             data = load_dataset(config.source, split, size=self.model.data.image_size, limit=limit or None)

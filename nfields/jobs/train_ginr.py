@@ -232,7 +232,7 @@ def evaluate_images(model: GeneralizableINR, data: InstanceData, limit: int = 0,
     return torch.cat(scores)
 
 
-def evaluation_views(count: int, views: int, support: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def support_and_target_views(count: int, views: int, support: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed support and target views per test object (seeded): (count, support) and (count,)."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.rand(count, views, generator=generator).argsort(1)
@@ -247,7 +247,7 @@ def evaluate_views(model: GeneralizableINR, data: InstanceData, max_support: int
     model.eval()
     views = data.views
     count = min(len(views), limit) if limit else len(views)
-    support_views, targets = evaluation_views(count, views.views, max_support)
+    support_views, targets = support_and_target_views(count, views.views, max_support)
     result = {}
     for support in range(1, max_support + 1):
         scores = []
