@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import json
 import platform
+from pathlib import Path
 
 import torch
 
@@ -13,6 +15,14 @@ def header(benchmark: str, device: str) -> dict:
     return {"benchmark": benchmark, "device": device,
             "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32"}
+
+
+def merge_results(paths, lists: tuple[str, ...] = ("rows",)) -> dict:
+    """Several runs' JSON as one: the first run's header, the `lists` concatenated, each run's header kept."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = {**parts[0], **{key: [item for part in parts for item in part.get(key, [])] for key in lists}}
+    result["runs"] = [{k: v for k, v in part.items() if k not in lists} for part in parts]
+    return result
 
 
 def title(result: dict, what: str) -> str:

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release, title  # noqa: E402
+from common import header, merge_results, release, title  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.jobs.fit_scene import evaluation_views, save_views_picture  # noqa: E402
 
@@ -123,9 +123,7 @@ def main() -> None:
         show(json.loads(args.show.read_text()))
         return
     if args.merge:
-        parts = [json.loads(p.read_text()) for p in args.merge]
-        result = {**parts[0], "rows": [row for part in parts for row in part["rows"]],
-                  "runs": [{k: v for k, v in p.items() if k != "rows"} for p in parts]}
+        result = merge_results(args.merge)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         show(result)
         return

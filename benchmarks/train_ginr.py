@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import header, release, title  # noqa: E402
+from common import header, merge_results, release, title  # noqa: E402
 from nfields.jobs.train_ginr import TrainGINRConfig, run_train_ginr  # noqa: E402
 
 OBJECTS = os.environ.get("NFIELDS_OBJECTS", ".carry/objects")
@@ -226,10 +226,7 @@ def main() -> None:
         show(json.loads(args.show.read_text()))
         return
     if args.merge:
-        parts = [json.loads(p.read_text()) for p in args.merge]
-        result = {**parts[0], "rows": [r for p in parts for r in p.get("rows", [])],
-                  "tto": [c for p in parts for c in p.get("tto", [])],
-                  "runs": [{k: v for k, v in p.items() if k not in ("rows", "tto")} for p in parts]}
+        result = merge_results(args.merge, ("rows", "tto"))
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         show(result)
         return
