@@ -28,7 +28,7 @@ def tiny(method: str, size: int = 16, channels: int = 3, patch: int = 4, **extra
 
 
 def test_registry_lists_every_method():
-    assert GINR_METHODS.names() == ["autodecoder", "functa", "ipc", "locality", "transinr"]
+    assert GINR_METHODS.names() == ["autodecoder", "functa", "ipc", "locality", "mnif", "transinr"]
     with pytest.raises(nfields.NfieldsError, match="did you mean 'ipc'"):
         make_ginr("ipcc", 16, 3)
     with pytest.raises(nfields.NfieldsError, match="no option 'tokenz'"):

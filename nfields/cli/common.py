@@ -14,7 +14,8 @@ from ..io import read_json
 COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "checkpoint_every",
                    "log_every", "eval_at")
 #: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
-RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape", "scene"}
+RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape", "scene", "ginr", "diffusion",
+                 "inr_gan"}
 
 
 def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import NfieldsError
-from . import make_scene, train_ginr
+from . import generate, make_scene, train_diffusion, train_ginr, train_inr_gan, train_mnif
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in FIT_COMMANDS:
         importlib.import_module(f"{__package__}.{name}").add_parser(signals)
 
-    train = sub.add_parser("train", help="learn over a whole dataset (generalizable INRs)")
+    train = sub.add_parser("train", help="learn over a whole dataset: generalizable INRs, mNIF, priors, INR-GAN")
     jobs = train.add_subparsers(dest="job", required=True, metavar="JOB")
-    train_ginr.add_parser(jobs)
+    for job in (train_ginr, train_mnif, train_diffusion, train_inr_gan):
+        job.add_parser(jobs)
     train_ginr.add_run_commands(sub)
+    generate.add_parser(sub)
 
     render = sub.add_parser("render", help="render a fitted field: an image at any size, or new views of a scene",
                             description="Image runs: evaluate on any grid (--scale or --size, --region). Scene "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import generate
 from .common import add_run_arguments, fit_settings
 
 GINR_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "support_views", "query_rays",
@@ -16,9 +17,11 @@ def add_parser(sub) -> None:
                        description="Generalizable INRs: TransINR, IPC and the locality-aware INR (one Transformer "
                                    "encoder, each paper's decoder), and the functa and auto-decoder baselines. "
                                    "Multi-GPU: torchrun --nproc_per_node K -m nfields train ginr ...")
-    p.add_argument("--dataset", dest="source", metavar="NAME", help="fashion-mnist, emoji, an image folder, or scenes:DIR (objects "
+    p.add_argument("--dataset", dest="source", metavar="NAME", help="fashion-mnist, emoji, an image folder, voxels "
+                                                    "(latent-vector methods), or scenes:DIR (objects "
                                                     "made by 'nfields make-scene --objects')")
-    p.add_argument("--method", dest="field", metavar="M", help="transinr, ipc, locality (default), functa or autodecoder")
+    p.add_argument("--method", dest="field", metavar="M",
+                   help="transinr, ipc, locality (default), functa, autodecoder or mnif (see also train mnif)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, help="passes over the training set")
     budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
@@ -27,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, help="resize instances to SIZE x SIZE (default: the dataset's own)")
     p.add_argument("--limit", type=int, help="train on the first N instances only")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
-    p.add_argument("--pixel-fraction", type=float, help="share of each image's pixels decoded per step (default 1)")
+    p.add_argument("--pixel-fraction", type=float,
+                   help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
     p.add_argument("--support-views", type=int, help="light fields: up to this many support views (default 3)")
     p.add_argument("--query-rays", type=int, help="light fields: rays predicted per object per step (default 1024)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<method>)")
@@ -48,26 +52,36 @@ def run(args: argparse.Namespace) -> int:
     metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
                              progress=not args.quiet)
     if metrics:  # rank 0
-        views = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in metrics.items()
-                        if k.startswith("psnr_") and k.endswith("views"))
-        print(f"{metrics['method']} on {metrics['dataset']} ({metrics['device']}): test PSNR {metrics['psnr']:.2f} dB"
-              f"{views} after {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) in {metrics['seconds']:.1f} s, "
-              f"{metrics['instances_per_second']:,.0f} instances/s, {metrics['params']:,} parameters\n"
-              f"files: {out}/metrics.json, {out}/curve.png, "
-              f"{out}/{'reconstructions' if 'train_psnr' in metrics else 'views'}.png"
-              f"{f', {out}/locality.png' if 'locality_top10' in metrics else ''}")
+        report_run(metrics, out)
     return 0
+
+
+def report_run(metrics: dict, out: Path) -> None:
+    """The summary a training command prints (`train ginr`, `train mnif`)."""
+    views = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in metrics.items()
+                    if k.startswith("psnr_") and k.endswith("views"))
+    occupancy = (f", occupancy accuracy {metrics['accuracy']:.4f}, IoU {metrics['iou']:.3f}"
+                 if "iou" in metrics else "")
+    print(f"{metrics['method']} on {metrics['dataset']} ({metrics['device']}): test PSNR {metrics['psnr']:.2f} dB"
+          f"{views}{occupancy} after {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) in "
+          f"{metrics['seconds']:.1f} s, {metrics['instances_per_second']:,.0f} instances/s, "
+          f"{metrics['params']:,} parameters\n"
+          f"files: {out}/metrics.json, {out}/curve.png, "
+          f"{out}/{'reconstructions' if 'train_psnr' in metrics else 'views'}.png"
+          f"{f', {out}/locality.png' if 'locality_top10' in metrics else ''}")
 
 
 def add_run_commands(sub) -> None:
     """eval, encode and interpolate: commands on a trained 'train ginr' run."""
-    e = sub.add_parser("eval", help="evaluate a 'train ginr' run (test PSNR, optional test-time optimisation)")
+    e = sub.add_parser("eval", help="evaluate a 'train ginr' run (test PSNR, optional test-time optimisation), or "
+                                    "a generative run (--fid)")
     e.add_argument("run", type=Path)
     e.add_argument("--split", default="test", help="test (default), train or all")
     e.add_argument("--tto-steps", type=int, default=0, help="test-time optimisation steps of the latents only")
     e.add_argument("--tto-lr", type=float, default=1e-3, help="Adam learning rate of the test-time optimisation")
     e.add_argument("--limit", type=int, default=0, help="the first N instances only")
     e.add_argument("--device", default="auto")
+    generate.add_eval_arguments(e)
     e.set_defaults(handler=cmd_eval)
 
     c = sub.add_parser("encode", help="latents of images under a 'train ginr' run, into one safetensors file")
@@ -79,9 +93,10 @@ def add_run_commands(sub) -> None:
     c.add_argument("--device", default="auto")
     c.set_defaults(handler=cmd_encode)
 
-    i = sub.add_parser("interpolate", help="a strip of renders between two test instances of a 'train ginr' run")
+    i = sub.add_parser("interpolate", help="a strip of renders between two test instances of a 'train ginr' run, "
+                                           "or between the samples of two seeds of a generative run")
     i.add_argument("run", type=Path)
-    i.add_argument("first", type=int)
+    i.add_argument("first", type=int, help="test instance, or seed of a generative run")
     i.add_argument("second", type=int)
     i.add_argument("--steps", type=int, default=8, help="images in the strip (default 8)")
     i.add_argument("--scale", type=float, default=1.0, help="output pixels per training pixel")
@@ -94,10 +109,15 @@ def add_run_commands(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import evaluate_run
 
+    if args.fid or generate.is_generative(args.run):
+        return generate.cmd_eval_generation(args)
+
     report = evaluate_run(args.run, args.split, args.tto_steps, args.tto_lr, args.limit, args.device)
     tto = f", {report['psnr_tto']:.2f} dB after {args.tto_steps} TTO steps" if "psnr_tto" in report else ""
+    occupancy = (f", occupancy accuracy {report['accuracy']:.4f}, IoU {report['iou']:.3f}"
+                 if "iou" in report else "")
     print(f"{report['method']} on {report['dataset']} ({args.split}, {report['instances']} instances): "
-          f"PSNR {report['psnr']:.2f} dB{tto}\nfiles: {args.run}/eval_{args.split}*.json, *.png")
+          f"PSNR {report['psnr']:.2f} dB{tto}{occupancy}\nfiles: {args.run}/eval_{args.split}*.json, *.png")
     return 0
 
 
@@ -111,6 +131,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import interpolate
+
+    if generate.is_generative(args.run):
+        return generate.cmd_interpolate_samples(args)
 
     report = interpolate(args.run, args.first, args.second, args.out, args.steps, args.scale, args.split, args.device)
     print(f"wrote {report['file']} ({report['steps']} images, {report['width']}x{report['height']})")

@@ -5,6 +5,8 @@ one shared SIREN (`LatentSiren`):
   zero (learned per-dimension inner learning rates), meta-learned end to end (second order, MAML-style).
 - `autodecoder` (DeepSDF, Park et al. 2019): a table of training latents learned jointly with the decoder;
   a new instance's latent is found by optimising it with the decoder frozen.
+
+Both adaptation schemes live in `adapt.py`, shared with mNIF.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import NfieldsError
-from .model import GINR_METHODS, DataSpec, GeneralizableINR
+from .adapt import LatentTable, LatentTableSettings, LatentVectorINR, MetaSGDLatents, MetaSGDSettings
+from .model import GINR_METHODS, DataSpec
 
 
 @dataclass
@@ -37,28 +40,21 @@ class LatentSirenConfig:
 
 
 @dataclass
-class FunctaConfig(LatentSirenConfig):
-    inner_steps: int = 3  # functa's training and evaluation setting
-    meta_sgd: bool = True  # learned per-dimension inner learning rates; False: plain SGD at inner_lr
-    inner_lr: float = 1e-2  # only without meta-SGD (functa's opt_inner)
+class FunctaConfig(MetaSGDSettings, LatentSirenConfig):
+    """The shared SIREN and CAVIA's settings (`adapt.MetaSGDSettings`: functa's 3 inner steps, meta-SGD)."""
 
     def __post_init__(self):
         super().__post_init__()
-        if self.inner_steps < 1:
-            raise NfieldsError(f"functa option 'inner_steps' must be at least 1, got {self.inner_steps}.")
+        self.check_meta_sgd("functa")
 
 
 @dataclass
-class AutoDecoderConfig(LatentSirenConfig):
-    latent_init_std: float = 0.01  # DeepSDF: training latents start N(0, 0.01^2)
-    fit_steps: int = 100  # Adam steps fitting a new instance's latent (from zeros), decoder frozen
-    fit_lr: float = 1e-2
-    latent_lr_scale: float = 10.0  # the latent table's learning rate over the decoder's
+class AutoDecoderConfig(LatentTableSettings, LatentSirenConfig):
+    """The shared SIREN and auto-decoding's settings (`adapt.LatentTableSettings`)."""
 
     def __post_init__(self):
         super().__post_init__()
-        if self.fit_steps < 1:
-            raise NfieldsError(f"autodecoder option 'fit_steps' must be at least 1, got {self.fit_steps}.")
+        self.check_latent_table("autodecoder")
 
 
 class LatentSiren(nn.Module):
@@ -96,13 +92,8 @@ class LatentSiren(nn.Module):
         return self.output(h) + self.output_bias
 
 
-def per_image_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the batch of each image's mean squared error, so each latent's gradient ignores batch size."""
-    return (prediction - target).pow(2).flatten(1).mean(1).sum()
-
-
-class LatentINR(GeneralizableINR):
-    """A latent vector per instance and the shared `LatentSiren`; works on single images only."""
+class LatentINR(LatentVectorINR):
+    """A latent vector per instance and the shared `LatentSiren`; works on single images (and voxel grids)."""
 
     def __init__(self, data: DataSpec, config: LatentSirenConfig):
         super().__init__(data, config)
@@ -111,29 +102,13 @@ class LatentINR(GeneralizableINR):
     def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         return self.decoder(coords, latents)
 
-    def _targets(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, H, W, C) images -> their (B, H*W, 2) pixel coordinates and (B, H*W, C) values."""
-        if images.dim() != 4:
-            raise NfieldsError(f"{self.method} works on single images, not support views: expected (B, H, W, C) "
-                               f"images, got shape {tuple(images.shape)}; use a token method for light fields.")
-        b, h, w, c = images.shape
-        if c != self.data.out_features or self.data.in_features != 2:
-            raise NfieldsError(f"{self.method} was built for {self.data.out_features}-channel images on 2D "
-                               f"coordinates but got {c}-channel images; build it with the images' channels.")
-        return self.coords(b, h, w), images.reshape(b, h * w, c).to(self.device)
-
-    def _zeros(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.config.latent_dim, device=self.device, requires_grad=True)
-
 
 @GINR_METHODS.register("functa", FunctaConfig)
-class Functa(LatentINR):
+class Functa(MetaSGDLatents, LatentINR):
     """functa (Dupont et al. 2022): a shift-modulated SIREN, latents from 3 meta-SGD steps from zero.
 
-    Latent = `inner_steps` meta-SGD steps from zero on the image's MSE: z <- z - clamp(lr, 0, 1) * grad.
-    In training mode (with grad enabled) the steps keep their graph (create_graph), so the trainer's loss on
-    the result trains the decoder and the learned rates through the inner loop (second order); otherwise the
-    steps are first order and the latents come back detached."""
+    The latent comes from `adapt.MetaSGDLatents`: `inner_steps` meta-SGD steps from zero on the image's MSE,
+    second order in training."""
 
     # functa's outer Adam learning rate is 3e-6 at batch 128 (width 512, 15 layers); far too slow for our
     # trainer. Measured on CPU, 256 Fashion-MNIST 32x32 train images, batch 16, 300 Adam steps, width 64,
@@ -143,77 +118,16 @@ class Functa(LatentINR):
     # at 1e-3 diverges (40 steps: loss 0.126 -> 0.137, 8.2 dB) while 1e-4 trains it (24 steps: 0.089 -> 0.023).
     default_lr = 1e-4
 
-    def __init__(self, data: DataSpec, config: FunctaConfig):
-        super().__init__(data, config)
-        if config.meta_sgd:  # functa's MetaSGDLrs: U(0.005, 0.1) per latent dimension, clipped to [0, 1]
-            self.inner_lrs = nn.Parameter(torch.empty(config.latent_dim).uniform_(0.005, 0.1))
-        else:
-            self.inner_lrs = None
-
-    def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        coords, target = self._targets(images)
-        second_order = self.training and torch.is_grad_enabled()
-        lrs = self.inner_lrs.clamp(0, 1) if self.inner_lrs is not None else self.config.inner_lr
-        latents = self._zeros(images.shape[0])
-        with torch.enable_grad():
-            for _ in range(self.config.inner_steps):
-                loss = per_image_loss(self.decode(latents, coords), target)
-                grad, = torch.autograd.grad(loss, latents, create_graph=second_order)
-                latents = latents - lrs * grad
-                if not second_order:
-                    latents = latents.detach().requires_grad_()
-        return latents if second_order else latents.detach()
-
 
 @GINR_METHODS.register("autodecoder", AutoDecoderConfig)
-class AutoDecoder(LatentINR):
+class AutoDecoder(LatentTable, LatentINR):
     """Auto-decoder (DeepSDF, Park et al. 2019): a learned latent per training image; new ones are fitted.
 
-    Training: `encode(images, index)` is row `index` of a learned (instances, latent_dim) table. Evaluation
-    (`model.eval()`): a new latent is fitted from zeros by `fit_steps` Adam steps at `fit_lr` on the image's
-    MSE with the decoder frozen. DeepSDF's latent-norm penalty (1e-4 ||z||^2 in training) is left out: the
-    trainer computes the loss from the decoded values only."""
+    `adapt.LatentTable`: training latents are rows of a learned table (looked up by dataset index); in
+    evaluation mode a new image's latent is fitted by Adam with the decoder frozen."""
 
-    needs_index = True
     # SIREN's official 1e-4 for the decoder: at 1e-3 the default-size net collapsed to the mean image on emoji
     # (H200, 200 s: 12.4 -> 10.5 dB). The table learns `latent_lr_scale` times faster (ours; DeepSDF gives its
     # latents 2x the decoder's rate): each row is updated once per epoch. CPU, emoji 32x32, 256 images,
     # 300 steps: latent rate 1x 18.5 dB, 10x 21.4 dB (training PSNR).
     default_lr = 1e-4
-
-    def parameter_groups(self, lr: float) -> list[dict]:
-        rest = [p for name, p in self.named_parameters() if name != "latents"]
-        return [{"params": rest, "lr": lr}, {"params": [self.latents], "lr": lr * self.config.latent_lr_scale}]
-
-    def __init__(self, data: DataSpec, config: AutoDecoderConfig):
-        super().__init__(data, config)
-        if data.instances < 1:
-            raise NfieldsError("autodecoder needs the training-set size for its latent table: build it with "
-                               "DataSpec(..., instances=N), N the number of training images.")
-        self.latents = nn.Parameter(torch.randn(data.instances, config.latent_dim) * config.latent_init_std)
-
-    def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        coords, target = self._targets(images)
-        if self.training:
-            if index is None:
-                raise NfieldsError("autodecoder looks training latents up by dataset index: call it with "
-                                   "index=(B,) dataset indices in training mode, or call model.eval() to fit "
-                                   "latents to new images.")
-            index = torch.as_tensor(index, device=self.device).long().reshape(-1)
-            if index.numel() != images.shape[0] or (index < 0).any() or (index >= len(self.latents)).any():
-                raise NfieldsError(f"autodecoder needs one index in [0, {len(self.latents)}) per image, got "
-                                   f"{index.tolist()} for {images.shape[0]} images.")
-            return self.latents[index]
-        return self.fit(coords, target)
-
-    def fit(self, coords: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Detached (B, latent_dim) latents fitted to (B, N, C) target values at coords; only the latents get
-        gradients (the decoder's .grad are left untouched)."""
-        latents = self._zeros(target.shape[0])
-        optimizer = torch.optim.Adam([latents], lr=self.config.fit_lr)
-        with torch.enable_grad():
-            for _ in range(self.config.fit_steps):
-                loss = per_image_loss(self.decode(latents, coords), target)
-                latents.grad, = torch.autograd.grad(loss, latents)
-                optimizer.step()
-        return latents.detach()

@@ -2,7 +2,8 @@
 
 A method is one `GeneralizableINR` subclass registered in GINR_METHODS with its config dataclass:
 the Transformer-token methods here (TransINR, IPC, locality-aware), the classic baselines in
-`baselines.py` (functa, auto-decoder).
+`baselines.py` (functa, auto-decoder) and mNIF in `mnif.py`; the latent-vector methods share the two
+adaptation schemes of `adapt.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..data.grid import pixel_grid
+from ..data.grid import axis
 from ..errors import NfieldsError
 from ..registry import Registry
 from .config import IPCConfig, LocalityConfig, TransINRConfig
@@ -27,11 +28,12 @@ GINR_METHODS: Registry["GeneralizableINR"] = Registry("method")
 @dataclass
 class DataSpec:
     """What a model is built for: instances are (V,) H x W x `channels` images (V support views for light
-    fields, whose pixels carry RGB + 6 Plücker channels); the field maps `in_features` coordinates
-    (2: pixel (y, x); 6: Plücker rays) to `out_features` values. `instances`: the training-set size
-    (the auto-decoder's latent table)."""
+    fields, whose pixels carry RGB + 6 Plücker channels), or D x H x W x `channels` voxel grids when
+    `image_size` has three sides; the field maps `in_features` coordinates (2: pixel (y, x); 3: voxel
+    (x, y, z); 6: Plücker rays) to `out_features` values. `instances`: the training-set size (the latent
+    table of auto-decoding)."""
 
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]  # the grid's sides: (H, W) for images, (D, H, W) for voxel grids
     channels: int
     out_features: int = 0  # 0: same as channels
     in_features: int = 2
@@ -42,9 +44,17 @@ class DataSpec:
         self.out_features = self.out_features or self.channels
 
 
+def grid_coords(shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """(*shape, len(shape)) coordinates of every cell centre of a grid, in [-1, 1] along each axis, in the axes'
+    order ((y, x) for pixels, as `nfields.data.grid.pixel_grid`; (x, y, z) for voxels, as
+    `nfields.data.voxels.voxel_centres`)."""
+    axes = [axis(int(n), device=device) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
 class GeneralizableINR(nn.Module):
-    """Base of every method. Images are float (B, [V,] H, W, C) in [0, 1]; coordinates (B, N, in_features),
-    pixel centres (y, x) in [-1, 1] for images (`nfields.data.grid`); values (B, N, out_features).
+    """Base of every method. Images are float (B, [V,] H, W, C) in [0, 1] (voxel grids (B, D, H, W, C));
+    coordinates (B, N, in_features), cell centres in [-1, 1] (`grid_coords`); values (B, N, out_features).
     `index` (B,) are dataset indices, used by methods that keep a table of training latents."""
 
     #: Adam's learning rate when the run does not set one (the paper's Appendix A: 1e-4).
@@ -74,27 +84,45 @@ class GeneralizableINR(nn.Module):
     def decode(self, latents: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, coords: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, coords: torch.Tensor, index: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Values at `coords` of the instances. `targets`, the true (B, N, C) values at `coords` when the caller
+        has them (the trainer does), let methods that fit latents by optimisation fit them on those points."""
         return self.decode(self.encode(images, index), coords)
 
-    def coords(self, batch: int = 1, height: int | None = None, width: int | None = None) -> torch.Tensor:
-        """(batch, height * width, 2) pixel-centre coordinates, row-major; the training size by default."""
-        h, w = height or self.data.image_size[0], width or self.data.image_size[1]
-        grid = pixel_grid(h, w, device=self.device).reshape(1, h * w, 2)
+    def grid_shape(self, height: int | None = None, width: int | None = None,
+                   shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The grid to evaluate: `shape`, else the training grid with an image's height and width replaced."""
+        if shape is not None:
+            return tuple(int(s) for s in shape)
+        size = self.data.image_size
+        if len(size) == 2:
+            return (height or size[0], width or size[1])
+        if height or width:
+            raise NfieldsError(f"a {len(size)}-D grid is evaluated at shape=(...) with {len(size)} sides, not at a "
+                               f"height and width.")
+        return size
+
+    def coords(self, batch: int = 1, height: int | None = None, width: int | None = None,
+               shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """(batch, cells, dims) cell-centre coordinates, row-major; the training grid by default."""
+        shape = self.grid_shape(height, width, shape)
+        grid = grid_coords(shape, device=self.device).reshape(1, -1, len(shape))
         return grid.expand(batch, -1, -1)
 
     def render(self, latents: torch.Tensor, height: int | None = None, width: int | None = None,
-               chunk: int = 1 << 16) -> torch.Tensor:
-        """(B, h, w, C) images decoded from latents on a full pixel grid of any resolution, in chunks."""
-        h, w = height or self.data.image_size[0], width or self.data.image_size[1]
-        coords = self.coords(latents.shape[0], h, w)
+               chunk: int = 1 << 16, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """(B, h, w, C) images (or (B, *shape, C) grids) decoded from latents on a full grid of any
+        resolution, in chunks."""
+        shape = self.grid_shape(height, width, shape)
+        coords = self.coords(latents.shape[0], shape=shape)
         values = torch.cat([self.decode(latents, part) for part in coords.split(chunk, dim=1)], dim=1)
-        return values.reshape(latents.shape[0], h, w, -1)
+        return values.reshape(latents.shape[0], *shape, -1)
 
     def reconstruct(self, images: torch.Tensor, height: int | None = None, width: int | None = None,
-                    index: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, H, W, C) images -> (B, h, w, C) predictions on a full pixel grid (any resolution)."""
-        return self.render(self.encode(images, index), height, width)
+                    index: torch.Tensor | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """(B, H, W, C) images -> (B, h, w, C) predictions on a full grid (any resolution; voxels: `shape`)."""
+        return self.render(self.encode(images, index), height, width, shape=shape)
 
     def spec(self) -> dict:
         """Everything needed to rebuild the module (weights come from its state_dict)."""

@@ -19,8 +19,8 @@ from ..fields import parameter_count
 from ..ginr import GeneralizableINR, TokenINR, ginr_from_spec
 from ..io import atomic_path, write_json_atomic
 from ..train.run import load_run_config, load_trained
-from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, evaluate_images, support_and_target_views,
-                         instances_per_second, load_instances, to_device)
+from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, eval_batch, evaluate_instances,
+                         instances_per_second, load_instances, support_and_target_views, to_device)
 
 SHOWN = 8  # instances in reconstruction grids
 LOCALITY_TOKENS = 5  # tokens zeroed in the locality picture (a fixed seeded choice, as the paper's Fig. 12)
@@ -37,14 +37,18 @@ def write_run_outputs(out: Path, model: GeneralizableINR, config: TrainGINRConfi
     metrics: dict[str, Any] = {
         "method": config.field, "dataset": config.source,
         "psnr": final["psnr"], **{k: v for k, v in final.items() if k.startswith("psnr_")},
+        **{k: final[k] for k in ("accuracy", "iou") if k in final},
         "steps": trainer.step, "epochs": trainer.step * config.batch / len(train), "seconds": trainer.seconds,
         "instances_per_second": instances_per_second(trainer, config.batch),
         "params": parameter_count(model), "train_instances": len(train), "test_instances": len(test),
         "batch": config.batch, "device": str(device),
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
+    if hasattr(model, "inference_parameters"):  # mNIF: the one mixed SIREN a sample is rendered with
+        metrics["inference_params"] = model.inference_parameters()
     if test.images is not None:
-        metrics["train_psnr"] = float(evaluate_images(model, train, limit=min(len(train), 1000)).mean())
+        scores = evaluate_instances(model, train, limit=min(len(train), 1000))
+        metrics.update({f"train_{name}": float(values.mean()) for name, values in scores.items()})
         save_reconstructions(model, test, out / "reconstructions.png", f"{config.field} on {config.source}: test")
     else:
         save_view_predictions(model, test, config.support_views, out / "views.png", f"{config.field}: novel views")
@@ -59,13 +63,33 @@ def write_run_outputs(out: Path, model: GeneralizableINR, config: TrainGINRConfi
 
 def save_reconstructions(model: GeneralizableINR, data: InstanceData, path: Path, title: str,
                          count: int = SHOWN) -> None:
-    index = torch.arange(min(count, len(data)), device=data.images.device)
-    images = data.float_images(index)
-    with torch.no_grad():
-        predictions = model.reconstruct(images).clamp(0, 1)
-    scores = batch_psnr(predictions, images)
-    viz.save_grid([images.cpu().numpy(), predictions.cpu().numpy()], ["truth", "reconstruction"], path, title,
-                  captions=[None, [f"{s:.1f} dB" for s in scores.tolist()]])
+    """Truth and reconstruction of the first `count` instances (voxel grids as pictures of their shapes)."""
+    count = min(count, len(data))
+    batch = eval_batch(model, count)
+    predictions, scores = [], []
+    for start in range(0, count, batch):
+        images = data.float_images(torch.arange(start, min(count, start + batch), device=data.images.device))
+        with torch.no_grad():
+            prediction = model.reconstruct(images, shape=images.shape[1:-1]).clamp(0, 1)
+        predictions.append(prediction)
+        scores.append(batch_psnr(prediction, images))
+    images = data.float_images(torch.arange(count, device=data.images.device))
+    predictions = torch.cat(predictions)
+    captions = [f"{s:.1f} dB" for s in torch.cat(scores).tolist()]
+    viz.save_grid([pictures(images), pictures(predictions)], ["truth", "reconstruction"], path, title,
+                  captions=[None, captions])
+
+
+def pictures(values: torch.Tensor) -> np.ndarray:
+    """(B, H, W, C) images as they are; (B, R, R, R, 1) occupancy as shaded pictures of the shape at level 0.5
+    (`nfields.data.voxels.render_voxels`, 2 pixels per voxel side, at least 128); numpy in [0, 1]."""
+    values = values.clamp(0, 1)
+    if values.dim() != 5:
+        return values.cpu().numpy()
+    from ..data.voxels import render_voxels
+
+    size = max(128, 2 * values.shape[1])
+    return np.stack([render_voxels(grid[..., 0], size) for grid in values.cpu()])
 
 
 def save_view_predictions(model: GeneralizableINR, data: InstanceData, max_support: int, path: Path, title: str,
@@ -179,7 +203,10 @@ class GINRRun:
         config = self.config
         if source is not None:
             config = TrainGINRConfig(**{**config.__dict__, "source": source})
-        if not config.light_field:
+        if config.voxels != (len(self.model.data.image_size) == 3):
+            raise NfieldsError(f"'{config.source}' and the run's '{self.config.source}' are not both voxel grids; "
+                               f"give instances like the training set.")
+        if not config.light_field and not config.voxels:
             from ..data.datasets import load_dataset
 
             data = load_dataset(config.source, split, size=self.model.data.image_size, limit=limit or None)
@@ -282,7 +309,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
         save_view_predictions(run.model, data, run.config.support_views, run.folder / f"{tag}_views.png",
                               f"{run.config.field}: novel views ({split})")
     else:
-        report["psnr"] = float(evaluate_images(run.model, data, batch=batch).mean())
+        scores = evaluate_instances(run.model, data, batch=batch)
+        report.update({name: float(values.mean()) for name, values in scores.items()})
+        batch = eval_batch(run.model, batch)
         if tto_steps:
             record = tto_record_steps(tto_steps)
             curves = []
@@ -322,6 +351,7 @@ def encode_to_file(run_dir: str | Path, inputs: str, out: str | Path, split: str
     if run.config.light_field:
         raise NfieldsError("encode takes images; a light-field run's latents come from its support views.")
     data = run.instances(split, limit, source=inputs)
+    batch = eval_batch(run.model, batch)
     parts = []
     for start in range(0, len(data), batch):
         index = torch.arange(start, min(len(data), start + batch), device=run.device)
@@ -339,7 +369,8 @@ def encode_to_file(run_dir: str | Path, inputs: str, out: str | Path, split: str
 
 def render_instance(run_dir: str | Path, index: int, out: str | Path, scale: float = 1.0, split: str = "test",
                     device: str = "auto") -> dict[str, Any]:
-    """Test instance `index` encoded and rendered at `scale` x the training resolution (super-resolution)."""
+    """Test instance `index` encoded and rendered at `scale` x the training resolution (super-resolution);
+    a voxel grid is shown as a picture of its shape at that resolution (`pictures`)."""
     if not scale > 0:
         raise NfieldsError(f"--scale must be positive, not {scale}.")
     run = load_ginr_run(run_dir, device)
@@ -347,12 +378,16 @@ def render_instance(run_dir: str | Path, index: int, out: str | Path, scale: flo
         raise NfieldsError("--index renders image runs; evaluate a light-field run with 'nfields eval'.")
     data = run.instances(split)
     _check_index(index, data, split)
-    h, w = (max(1, round(s * scale)) for s in run.model.data.image_size)
+    shape = _scaled(run, scale)
     with torch.no_grad():
         latents = run.model.encode(data.float_images(torch.tensor([index], device=run.device)))
-        image = run.model.render(latents, h, w)[0].clamp(0, 1)
-    _save(image.cpu().numpy(), out)
-    return {"file": str(out), "height": h, "width": w}
+        image = pictures(run.model.render(latents, shape=shape))[0]
+    _save(image, out)
+    return {"file": str(out), "height": image.shape[0], "width": image.shape[1], "shape": list(shape)}
+
+
+def _scaled(run: GINRRun, scale: float) -> tuple[int, ...]:
+    return tuple(max(1, round(s * scale)) for s in run.model.data.image_size)
 
 
 def interpolate(run_dir: str | Path, first: int, second: int, out: str | Path, steps: int = 8, scale: float = 1.0,
@@ -366,14 +401,16 @@ def interpolate(run_dir: str | Path, first: int, second: int, out: str | Path, s
     data = run.instances(split)
     for i in (first, second):
         _check_index(i, data, split)
-    h, w = (max(1, round(s * scale)) for s in run.model.data.image_size)
+    shape = _scaled(run, scale)
     with torch.no_grad():
         latents = run.model.encode(data.float_images(torch.tensor([first, second], device=run.device)))
         t = torch.linspace(0, 1, steps, device=run.device).view(-1, *[1] * (latents.dim() - 1))
-        images = run.model.render((1 - t) * latents[:1] + t * latents[1:], h, w).clamp(0, 1)
-    strip = torch.cat(list(images), dim=1)
-    _save(strip.cpu().numpy(), out)
-    return {"file": str(out), "steps": steps, "height": h, "width": w * steps}
+        mixed = (1 - t) * latents[:1] + t * latents[1:]
+        images = [pictures(run.model.render(part, shape=shape))
+                  for part in mixed.split(eval_batch(run.model, steps))]
+    strip = np.concatenate([image for part in images for image in part], axis=1)
+    _save(strip, out)
+    return {"file": str(out), "steps": steps, "height": strip.shape[0], "width": strip.shape[1]}
 
 
 def _save(image: np.ndarray, out: str | Path) -> None:

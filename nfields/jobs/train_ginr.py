@@ -1,10 +1,12 @@
-"""Train a generalizable INR over a dataset: images (Fashion-MNIST, emoji, a folder) or few-shot light
-fields of many objects (`scenes:DIR`), on the one Trainer, on one device or many (torchrun + DDP)."""
+"""Train a generalizable INR over a dataset: images (Fashion-MNIST, emoji, a folder), 64^3 occupancy grids
+of the pybullet objects (`voxels`) or few-shot light fields of many objects (`scenes:DIR`), on the one
+Trainer, on one device or many (torchrun + DDP)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from functools import reduce
 from contextlib import nullcontext
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -14,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import NfieldsError
-from ..ginr import GINR_METHODS, DataSpec, GeneralizableINR, TokenINR, make_ginr
+from ..ginr import GINR_METHODS, DataSpec, GeneralizableINR, LatentVectorINR, TokenINR, make_ginr
 from ..io import write_json_atomic
 from ..metrics.image import mse_to_psnr
 from ..train import Trainer
@@ -23,6 +25,14 @@ from ..train.run import open_run_dir
 from .common import FitConfig, prepare, start_run
 
 SCENES_PREFIX = "scenes:"
+VOXELS = "voxels"  # 64^3 occupancy of pybullet's objects (nfields.data.voxels; every 10th object is test)
+VOXEL_RESOLUTION = 64
+#: Voxels decoded per object per step by default (ours: functa and mNIF sample points of a shape; 4096 is 1/64
+#: of a 64^3 grid, drawn uniformly). `--pixel-fraction` overrides it.
+VOXEL_POINTS = 4096
+#: Grid cells decoded at once in evaluation (sets the evaluation batch: 64 images, or 4 64^3 grids).
+EVAL_CELLS = 1 << 20
+OCCUPIED = 0.5  # occupancy threshold of the voxel metrics (the official code's 0 on the [-1, 1] scale)
 PAPER_SIZE = 178  # Appendix A's bandwidths are for 178 x 178 images; we scale them to the image size
 
 
@@ -30,7 +40,7 @@ PAPER_SIZE = 178  # Appendix A's bandwidths are for 178 x 178 images; we scale t
 class TrainGINRConfig(FitConfig):
     """Everything that defines a generalizable-INR run (written resolved to `config.json`).
 
-    `source` is the dataset (a built-in name, an image folder, or `scenes:DIR` made by
+    `source` is the dataset (a built-in name, an image folder, `voxels`, or `scenes:DIR` made by
     `nfields make-scene --objects`); `field` is the method (GINR_METHODS); `field_options` its options.
     """
 
@@ -41,10 +51,12 @@ class TrainGINRConfig(FitConfig):
     steps: int = 10000
     epochs: float = 0.0  # > 0: train for this many passes over the training set instead of `steps`
     batch: int = 16  # instances per step, over all processes (Appendix A: 16 images, 32 for light fields)
-    size: int | None = None  # resize instances to size x size (default: the dataset's own)
+    size: int | None = None  # resize instances to size x size (default: the dataset's own; voxels: 64^3)
     limit: int = 0  # use the first N training instances (0: all)
     eval_limit: int = 0  # evaluate on the first N test instances (0: all)
-    pixel_fraction: float = 1.0  # coordinates decoded per image per step (Appendix A: 0.1 at FFHQ 256+)
+    # Coordinates decoded per instance per step (Appendix A: 0.1 at FFHQ 256+); None: every pixel of an image,
+    # VOXEL_POINTS of a voxel grid (resolved when the run starts).
+    pixel_fraction: float | None = None
     support_views: int = 3  # light fields: each step uses 1..support_views support views (ours: drawn at random)
     query_rays: int = 1024  # light fields: rays of other views predicted per object per step
     seconds: float = 0.0  # stop after this much training time (0: no limit)
@@ -54,10 +66,17 @@ class TrainGINRConfig(FitConfig):
     def light_field(self) -> bool:
         return self.source.startswith(SCENES_PREFIX)
 
+    @property
+    def voxels(self) -> bool:
+        return self.source == VOXELS
+
     def validate(self) -> None:
         if self.light_field and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
             raise NfieldsError(f"method '{self.field}' works on single images; light fields (scenes:) need one of "
                                f"the token methods: transinr, ipc, locality.")
+        if self.voxels and not issubclass(GINR_METHODS.lookup(self.field)[0], LatentVectorINR):
+            raise NfieldsError(f"method '{self.field}' encodes image patches; voxels need a latent-vector method: "
+                               f"mnif, functa or autodecoder.")
         super().validate()
         if self.batch <= 0 or self.batch % distributed.world_size():
             raise NfieldsError(f"--batch must be a positive multiple of the {distributed.world_size()} processes, "
@@ -68,7 +87,7 @@ class TrainGINRConfig(FitConfig):
             raise NfieldsError(f"--size must be positive, not {self.size}.")
         if self.limit < 0 or self.eval_limit < 0:
             raise NfieldsError("--limit and --eval-limit must not be negative.")
-        if not 0.0 < self.pixel_fraction <= 1.0:
+        if self.pixel_fraction is not None and not 0.0 < self.pixel_fraction <= 1.0:
             raise NfieldsError(f"--pixel-fraction must be in (0, 1], not {self.pixel_fraction}.")
         if self.support_views < 1 or self.query_rays < 1:
             raise NfieldsError("--support-views and --query-rays must be at least 1.")
@@ -106,18 +125,25 @@ def patch_size_for(height: int, width: int) -> int:
 
 @dataclass
 class InstanceData:
-    """A training or test set on the training device: uint8 images (N, H, W, C), or object views."""
+    """A training or test set on the training device: uint8 images (N, H, W, C) or voxel grids (N, D, H, W, 1)
+    of 0/1 occupancy, or object views."""
 
     images: torch.Tensor | None = None
     views: Any = None  # nfields.data.object_views.ObjectViews for light fields
     labels: torch.Tensor | None = None
     names: list[str] = default(default_factory=list)
+    value_scale: float = 255.0  # stored value of 1.0: 255 for 8-bit images, 1 for occupancy
 
     def __len__(self) -> int:
         return len(self.views) if self.views is not None else self.images.shape[0]
 
+    @property
+    def voxels(self) -> bool:
+        return self.images is not None and self.images.dim() == 5
+
     def float_images(self, index: torch.Tensor) -> torch.Tensor:
-        return self.images[index].float().div_(255)
+        """Instances `index` as floats in [0, 1]: (B, H, W, C) images or (B, D, H, W, 1) occupancy."""
+        return self.images[index].float().div_(self.value_scale)
 
 
 def load_instances(config: TrainGINRConfig, split: str, limit: int = 0) -> tuple[InstanceData, DataSpec]:
@@ -129,6 +155,8 @@ def load_instances(config: TrainGINRConfig, split: str, limit: int = 0) -> tuple
         views = load_object_views(folder, split, size=config.size, limit=limit or None)
         spec = DataSpec((views.height, views.width), channels=9, out_features=3, in_features=6)
         return InstanceData(views=views, names=list(views.names)), spec
+    if config.voxels:
+        return load_voxel_instances(split, config.size or VOXEL_RESOLUTION, limit)
     from ..data.datasets import load_dataset
 
     data = load_dataset(config.source, split, size=config.size, limit=limit or None)
@@ -136,6 +164,33 @@ def load_instances(config: TrainGINRConfig, split: str, limit: int = 0) -> tuple
         raise NfieldsError(f"the {split} split of '{config.source}' is empty; give more images.")
     spec = DataSpec((data.height, data.width), data.channels)
     return InstanceData(images=data.images, labels=data.labels, names=list(data.names)), spec
+
+
+def load_voxel_instances(split: str, resolution: int, limit: int = 0) -> tuple[InstanceData, DataSpec]:
+    """The pybullet objects' occupancy grids (nfields.data.voxels) as (N, R, R, R, 1) instances on 3-D
+    coordinates (voxel centres in [-1, 1]^3)."""
+    from ..data.voxels import load_voxels
+
+    voxels = load_voxels(split, resolution=resolution, limit=limit)
+    occupancy = torch.as_tensor(voxels.occupancy, dtype=torch.uint8)
+    if occupancy.dim() != 4 or occupancy.shape[0] == 0:
+        raise NfieldsError(f"the {split} split of '{VOXELS}' at {resolution}^3 has no objects; make more objects "
+                           f"or lower --limit.")
+    spec = DataSpec(tuple(occupancy.shape[1:]), channels=1, in_features=3)
+    return InstanceData(images=occupancy.unsqueeze(-1), names=list(voxels.names), value_scale=1.0), spec
+
+
+def query_fraction(config: TrainGINRConfig, spec: DataSpec) -> float:
+    """--pixel-fraction, or the dataset's default: every pixel of an image, VOXEL_POINTS of a voxel grid."""
+    if config.pixel_fraction is not None:
+        return config.pixel_fraction
+    if len(spec.image_size) == 3:
+        return min(1.0, VOXEL_POINTS / cells(spec.image_size))
+    return 1.0
+
+
+def cells(shape: tuple[int, ...]) -> int:
+    return reduce(lambda a, b: a * b, shape, 1)
 
 
 def to_device(data: InstanceData, device: torch.device) -> InstanceData:
@@ -182,23 +237,27 @@ class InstanceObjective:
 
 
 class ImageSetObjective(InstanceObjective):
+    """Instances on a grid of any dimension: images (B, H, W, C) on 2-D coordinates, voxel grids (B, D, H, W, 1)
+    on 3-D ones. Each step decodes a random `pixel_fraction` of each instance's cells (all by default)."""
+
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index = self.batch_index(step)
         images = self.train_data.float_images(index)
         b, c = images.shape[0], images.shape[-1]
         coords, target = self.model.coords(b), images.reshape(b, -1, c)
-        if self.config.pixel_fraction < 1.0:
-            n = max(1, round(coords.shape[1] * self.config.pixel_fraction))
+        fraction = self.config.pixel_fraction if self.config.pixel_fraction is not None else 1.0
+        if fraction < 1.0:
+            n = max(1, round(coords.shape[1] * fraction))
             pick = torch.rand(b, coords.shape[1], device=self.device,
                               generator=self.step_generator(step)).argsort(1)[:, :n]
-            coords = coords.gather(1, pick[..., None].expand(-1, -1, 2))
+            coords = coords.gather(1, pick[..., None].expand(-1, -1, coords.shape[-1]))
             target = target.gather(1, pick[..., None].expand(-1, -1, c))
-        mse = (self.net(images, coords, index) - target).pow(2).mean()
+        mse = (self.net(images, coords, index, targets=target) - target).pow(2).mean()
         return mse, {"psnr": mse_to_psnr(mse.detach())}
 
     def evaluate(self) -> dict[str, float]:
-        psnr = evaluate_images(self.model, self.test_data, self.config.eval_limit)
-        return {"psnr": float(psnr.mean())}
+        scores = evaluate_instances(self.model, self.test_data, self.config.eval_limit)
+        return {name: float(values.mean()) for name, values in scores.items()}
 
 
 class LightFieldObjective(InstanceObjective):
@@ -217,19 +276,45 @@ class LightFieldObjective(InstanceObjective):
                 **{f"psnr_{s}_views": float(v) for s, v in psnr.items()}}
 
 
+def occupancy_scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(B,) accuracy and IoU of occupancy at OCCUPIED (IoU 1 when both grids are empty)."""
+    predicted, occupied = prediction.flatten(1) >= OCCUPIED, target.flatten(1) >= OCCUPIED
+    union = (predicted | occupied).sum(1)
+    iou = torch.where(union > 0, (predicted & occupied).sum(1) / union.clamp_min(1), torch.ones_like(union).float())
+    return {"accuracy": (predicted == occupied).float().mean(1), "iou": iou}
+
+
+def eval_batch(model: GeneralizableINR, batch: int) -> int:
+    """At most `batch` instances, and at most EVAL_CELLS grid cells, per evaluation batch."""
+    return max(1, min(batch, EVAL_CELLS // cells(model.data.image_size)))
+
+
 @torch.no_grad()
-def evaluate_images(model: GeneralizableINR, data: InstanceData, limit: int = 0, batch: int = 64) -> torch.Tensor:
-    """(N,) test PSNR per image (clamped), encoding each image in one pass (`encode`)."""
+def evaluate_instances(model: GeneralizableINR, data: InstanceData, limit: int = 0,
+                       batch: int = 64) -> dict[str, torch.Tensor]:
+    """Per instance (N,): "psnr" (clamped), and for voxel grids the occupancy "accuracy" and "iou" at
+    OCCUPIED; each instance is encoded as the method does at test time (`encode`)."""
     was_training = model.training
     model.eval()
     count = min(len(data), limit) if limit else len(data)
-    scores = []
+    batch = eval_batch(model, batch)
+    scores: dict[str, list[torch.Tensor]] = {}
     for start in range(0, count, batch):
         index = torch.arange(start, min(count, start + batch), device=data.images.device)
         images = data.float_images(index)
-        scores.append(batch_psnr(model.reconstruct(images), images))
+        prediction = model.reconstruct(images, shape=images.shape[1:-1])
+        batch_scores = {"psnr": batch_psnr(prediction, images)}
+        if data.voxels:
+            batch_scores.update(occupancy_scores(prediction, images))
+        for name, values in batch_scores.items():
+            scores.setdefault(name, []).append(values)
     model.train(was_training)
-    return torch.cat(scores)
+    return {name: torch.cat(values) for name, values in scores.items()}
+
+
+def evaluate_images(model: GeneralizableINR, data: InstanceData, limit: int = 0, batch: int = 64) -> torch.Tensor:
+    """(N,) test PSNR per instance (clamped), encoding each one in one pass (`encode`)."""
+    return evaluate_instances(model, data, limit, batch)["psnr"]
 
 
 def support_and_target_views(count: int, views: int, support: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,10 +365,12 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
                            f"lower --batch.")
     # The scaled paper settings under the user's options; config.json keeps the user's in field_options and
     # every resolved option in field_spec, so a resume recomputes the same ones from the same data.
-    options = {**paper_options(config.field, *spec.image_size, config.light_field), **config.field_options}
+    options = {**paper_options(config.field, *spec.image_size[:2], config.light_field), **config.field_options}
     model = make_ginr(config.field, spec, **options).to(device)
     if config.epochs:
         config = dataclasses.replace(config, steps=max(1, round(config.epochs * (len(train) // config.batch))))
+    if not config.light_field:
+        config = dataclasses.replace(config, pixel_fraction=query_fraction(config, spec))
     train, test = to_device(train, device), to_device(test, device)
     objective_cls = LightFieldObjective if config.light_field else ImageSetObjective
     objective = objective_cls(model, train, test, config)

@@ -26,6 +26,7 @@ from .run import model_state
 class Objective(Protocol):
     model: nn.Module
     #: Optional: `items_per_step = (count, unit)`, e.g. (4096, "rays"), shown as a rate in the progress bar.
+    #: Optional: `after_step()`, called after every optimizer step (e.g. to update an EMA of the weights).
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named scalars to log (tensors: read only at log points)."""
@@ -128,6 +129,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         items = getattr(self.objective, "items_per_step", None)
+        after_step = getattr(self.objective, "after_step", None)
         self._sync()
         started = time.perf_counter()
         try:
@@ -136,6 +138,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if after_step is not None:
+                    after_step()  # e.g. an EMA of the weights, updated from the weights just stepped
                 self.step += 1
                 bar.update(1)
                 logs = {"loss": loss.detach(), **logs}

@@ -1,0 +1,56 @@
+"""`nfields train mnif`: stage 1 of mNIF (a mixture of SIREN weights per instance) on the `train ginr`
+machinery, so `eval`, `encode`, `render --index` and `interpolate` work on its runs too."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_run_arguments, fit_settings
+from .train_ginr import report_run
+
+MNIF_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "seconds", "eval_at_seconds")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("mnif", help="mNIF stage 1: a mixture of SIRENs conditioned on a latent per instance",
+                       description="Mixtures of neural implicit functions (You et al. 2023): M SIREN weight sets "
+                                   "averaged per layer by coefficients from a latent; the latent from CAVIA "
+                                   "(meta-SGD steps from zero) or auto-decoding. Images and 64^3 voxels.")
+    p.add_argument("--dataset", dest="source", metavar="NAME",
+                   help="fashion-mnist, emoji, an image folder, or voxels (64^3 occupancy of the pybullet objects)")
+    p.add_argument("--size", dest="model_size", metavar="S|L", help="model size: S (default) or L")
+    p.add_argument("--adapt", metavar="A", help="context adaptation: cavia (default) or autodecode")
+    p.add_argument("--resolution", dest="size", type=int, metavar="R",
+                   help="resize images to R x R (voxels: R^3 grids; default the dataset's own, 64 for voxels)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, help="passes over the training set")
+    budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
+    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
+    p.add_argument("--batch", type=int, help="instances per step over all processes (default 16; the paper's 32)")
+    p.add_argument("--limit", type=int, help="train on the first N instances only")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
+    p.add_argument("--pixel-fraction", type=float,
+                   help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-mnif)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    add_run_arguments(p, "1e-4, the official scripts'")
+    p.add_argument("--eval-at-seconds", type=float, nargs="+", metavar="S", help="also evaluate at these seconds")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any mnif option, e.g. -o experts=64 -o latent_dim=256 -o inner_steps=3 (see 'nfields fields')")
+    p.set_defaults(handler=run, field="mnif", width=None, hidden_layers=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..jobs.train_ginr import TrainGINRConfig, run_train_ginr
+
+    # --size and --adapt are method options; only given ones go in, so a resume need not repeat them.
+    args.option = [f"{key}={value}" for key, value in (("size", args.model_size), ("adapt", args.adapt))
+                   if value is not None] + args.option
+    config, explicit, out = fit_settings(args, TrainGINRConfig, "train-mnif", MNIF_SETTINGS,
+                                         "--dataset NAME (fashion-mnist, emoji, a folder or voxels)")
+    metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
+                             progress=not args.quiet)
+    if metrics:  # rank 0
+        report_run(metrics, out)
+    return 0
