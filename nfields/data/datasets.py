@@ -106,6 +106,9 @@ def load_dataset(source: str | os.PathLike, split: str = "train", size: int | tu
         return _load_fashion_mnist(split, shape, limit)
     if text == "emoji":
         return _load_emoji(split, shape or (EMOJI_SIZE, EMOJI_SIZE), limit)
+    if text == "voxels":  # listed by 'nfields datasets' too, but shapes: nfields.data.voxels.load_voxels
+        raise NfieldsError("'voxels' holds 3D shapes, not images; use it where shapes are taken, e.g. "
+                           "'nfields train mnif --dataset voxels'.")
     if path.exists():
         raise NfieldsError(f"'{source}' is a file; give a folder of images or a built-in dataset "
                            f"({', '.join(BUILT_IN)}).")
