@@ -10,7 +10,9 @@ Two stages, because the FID network (87 MB) does not travel to the GPU box:
     # on the GPU: train, sample, time; rows run as concurrent processes sharing the GPU
     python benchmarks/generative.py --rows mnif-s-emoji mnif-l-emoji --stage1-seconds 300 --stage2-seconds 150 \
         --runs runs/bench-gen --out $OUT/gen --parallel 4
-    # here (CPU): FID, precision and recall of each row's samples.npz against the training set
+    # here (CPU): FID, precision and recall of each row's samples.npz against the training set (radiance
+    # rows: their renders from the object set's fixed test views against the reference.npz the GPU stage
+    # wrote, the training objects' own images from those views)
     python benchmarks/generative.py --score DIR... --json benchmarks/results/generative.json
     python benchmarks/generative.py --show benchmarks/results/generative.json
 """
@@ -40,7 +42,9 @@ def row_commands(name: str, run: Path, t1: float, t2: float, scenes: str | None)
     """The `nfields` commands that train a row: stage 1 (or the GAN), then the prior."""
     stage1, prior = run / "stage1", run / "prior"
     budget1 = ["--seconds", f"{t1:g}", "--max-steps", "1000000", "--precision", "tf32", "--quiet", "--out", str(stage1)]
-    budget2 = ["--seconds", f"{t2:g}", "--steps", "1000000", "--precision", "tf32", "--quiet", "--out", str(prior)]
+    # 100 DDIM steps (ours; the papers' 250) keep 5,000 samples of the Transformer prior within the device call.
+    budget2 = ["--seconds", f"{t2:g}", "--steps", "1000000", "--sampling-steps", "100", "--precision", "tf32",
+               "--quiet", "--out", str(prior)]
     method, _, dataset = name.partition("-")
     if name.startswith("mnif-"):
         size, dataset = name.split("-", 2)[1:]
@@ -61,8 +65,10 @@ def row_commands(name: str, run: Path, t1: float, t2: float, scenes: str | None)
 
 
 def run_row(name: str, args: argparse.Namespace) -> dict:
-    """Train a row with the CLI, then sample, time and draw it; writes OUT/NAME/{row.json, samples.npz, *.png}."""
-    from nfields.jobs.generate import cost_numbers, generate, interpolate_samples, load_generative_run, sample
+    """Train a row with the CLI, then sample, time and draw it; writes OUT/NAME/{row.json, samples.npz, *.png}
+    (radiance rows also reference.npz, the FID reference, and orbit videos)."""
+    from nfields.jobs.generate import (cost_numbers, generate, interpolate_samples, load_generative_run,
+                                       reference_set, sample)
 
     run, out = args.runs / name, args.out / name
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +86,12 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
             row[stage] = json.loads(metrics.read_text())
     row.update(cost_numbers(gen))
     n = args.shapes if gen.voxels else args.samples
+    if gen.radiance:  # about --samples renders: each sample is rendered from every fixed view
+        views = gen.run.stage1.cameras.poses.shape[0]
+        n = -(-args.samples // views)
+        reference = reference_set(gen, 0)
+        np.savez_compressed(out / "reference.npz", reference=reference)
+        row.update(fixed_views=views, reference_images=len(reference))
     generate(prior, n, out, seed=0)
     interpolate_samples(prior, 0, 1, out / "interpolation.png", steps=8)
     if gen.voxels:
@@ -101,6 +113,8 @@ def save_super_resolution(gen, sample, path: Path, scale: int = 4) -> None:
 
     low = sample(gen, 1, seed=0)[0]
     high = sample(gen, 1, seed=0, scale=scale)[0]
+    if gen.radiance:  # renders from every fixed view: show the first
+        low, high = low[0], high[0]
     enlarged = low.repeat(scale, 0).repeat(scale, 1)
     h, w = high.shape[:2]
     crop = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
@@ -142,7 +156,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 # -- CPU: FID, precision, recall ----------------------------------------------------------------------------
 
 def score(folders: list[Path], reference_limit: int, device: str) -> dict:
-    """FID / precision / recall of each row's samples.npz against its training set, on this machine."""
+    """FID / precision / recall of each row's samples.npz against its training set, on this machine; radiance
+    rows against their reference.npz (the training objects' images from the fixed views)."""
     from nfields.data.datasets import load_dataset
     from nfields.metrics.generative import fid, inception_features, precision_recall
 
@@ -156,6 +171,15 @@ def score(folders: list[Path], reference_limit: int, device: str) -> dict:
             dataset = reference_dataset(row)
             with np.load(samples_file) as data:
                 samples = data["samples"]
+            samples = samples.reshape(-1, *samples.shape[-3:])  # radiance: (N, V, H, W, 3) renders -> images
+            reference_file = folder / row["row"] / "reference.npz"
+            if reference_file.exists():
+                dataset = str(reference_file)
+                if dataset not in references:
+                    with np.load(reference_file) as data:
+                        images = data["reference"]
+                    print(f"reference {reference_file}: {len(images)} renders' true images", flush=True)
+                    references[dataset] = inception_features(images, device=device, progress=True)
             if dataset not in references:
                 size = samples.shape[1:3]
                 images = load_dataset(dataset, "train", size=tuple(size)).images

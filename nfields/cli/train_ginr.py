@@ -68,7 +68,8 @@ def report_run(metrics: dict, out: Path) -> None:
           f"{metrics['params']:,} parameters\n"
           f"files: {out}/metrics.json, {out}/curve.png, "
           f"{out}/{'reconstructions' if 'train_psnr' in metrics else 'views'}.png"
-          f"{f', {out}/locality.png' if 'locality_top10' in metrics else ''}")
+          f"{f', {out}/locality.png' if 'locality_top10' in metrics else ''}"
+          f"{f', {out}/orbit.png' if metrics.get('kind') == 'radiance' else ''}")
 
 
 def add_run_commands(sub) -> None:

@@ -9,18 +9,22 @@ from pathlib import Path
 from .common import add_run_arguments, fit_settings
 from .train_ginr import report_run
 
-MNIF_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "seconds", "eval_at_seconds")
+MNIF_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "query_rays", "seconds",
+                 "eval_at_seconds")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("mnif", help="mNIF stage 1: a mixture of SIRENs conditioned on a latent per instance",
                        description="Mixtures of neural implicit functions (You et al. 2023): M SIREN weight sets "
                                    "averaged per layer by coefficients from a latent; the latent from CAVIA "
-                                   "(meta-SGD steps from zero) or auto-decoding. Images and 64^3 voxels.")
+                                   "(meta-SGD steps from zero) or auto-decoding. Images, 64^3 voxels, and radiance "
+                                   "fields of many objects (scenes:DIR, auto-decoding, NeRF without view "
+                                   "direction).")
     p.add_argument("--dataset", dest="source", metavar="NAME",
-                   help="fashion-mnist, emoji, an image folder, or voxels (64^3 occupancy of the pybullet objects)")
+                   help="fashion-mnist, emoji, an image folder, voxels (64^3 occupancy of the pybullet objects), or "
+                        "scenes:DIR (radiance fields of a 'nfields make-scene --objects' folder)")
     p.add_argument("--size", dest="model_size", metavar="S|L", help="model size: S (default) or L")
-    p.add_argument("--adapt", metavar="A", help="context adaptation: cavia (default) or autodecode")
+    p.add_argument("--adapt", metavar="A", help="context adaptation: cavia (default) or autodecode (scenes: autodecode only)")
     p.add_argument("--resolution", dest="size", type=int, metavar="R",
                    help="resize images to R x R (voxels: R^3 grids; default the dataset's own, 64 for voxels)")
     budget = p.add_mutually_exclusive_group()
@@ -32,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
     p.add_argument("--pixel-fraction", type=float,
                    help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
+    p.add_argument("--query-rays", type=int, help="scenes: rays rendered per object per step (default 1024)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-mnif)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     add_run_arguments(p, "1e-4, the official scripts'")
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     args.option = [f"{key}={value}" for key, value in (("size", args.model_size), ("adapt", args.adapt))
                    if value is not None] + args.option
     config, explicit, out = fit_settings(args, TrainGINRConfig, "train-mnif", MNIF_SETTINGS,
-                                         "--dataset NAME (fashion-mnist, emoji, a folder or voxels)")
+                                         "--dataset NAME (fashion-mnist, emoji, a folder, voxels or scenes:DIR)")
     metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
                              progress=not args.quiet)
     if metrics:  # rank 0

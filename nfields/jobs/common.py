@@ -53,12 +53,16 @@ class FitConfig:
                 raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
         if self.precision not in PRECISIONS:
             raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
-        self.field_registry.config(self.field, self.field_options)
+        self.field_config()
+
+    def field_config(self):
+        """The field's options, typed and checked (NfieldsError on a bad one)."""
+        return self.field_registry.config(self.field, self.field_options)
 
     def normalized(self):
         """Validated, field options typed (`-o width=32` -> 32) and file paths absolute."""
         self.validate()
-        typed = self.field_registry.config(self.field, self.field_options)
+        typed = self.field_config()
         changes: dict[str, Any] = {"field_options": {k: getattr(typed, k) for k in self.field_options}}
         for name in self.path_settings:
             value = getattr(self, name)

@@ -2,8 +2,13 @@
 `nfields eval --fid`.
 
 A generative run is a diffusion prior over a stage-1 run's latents (`nfields train diffusion`; the
-stage-1 field decodes the sampled latents into images or voxel grids) or an INR-GAN
-(`nfields train inr-gan`). Either way a sample is a field, so it renders at any `scale`.
+stage-1 field decodes the sampled latents into images or voxel grids, or renders radiance fields) or an
+INR-GAN (`nfields train inr-gan`). Either way a sample is a field, so it renders at any `scale`.
+
+Radiance fields (mNIF on `scenes:DIR`) are rendered from fixed views: the object set's test circle
+(make-scene's `orbit_poses(test_views)`, 30 degrees up, radius 4), the same cameras for every object and
+held out of stage 1 (`radiance_objective.fixed_cameras`). A sample is then (V, H, W, 3) renders, and FID
+compares all renders of the samples with the training objects' own images from those cameras.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ GRID_SAMPLES = 64  # the sample grid picture shows at most this many
 MESH_SAMPLES = 16  # voxel runs: meshes written for the first this many samples
 SHAPE_POINTS = 2048  # voxel runs: surface points per shape for coverage / MMD (ours)
 SPEED_SIZE = 64  # samples/s and GFLOPs are measured at 64^2, as in mNIF's efficiency columns
+GRID_VIEWS = 8  # radiance runs: the sample grid shows at most this many of the fixed views per sample
+VIDEO_SAMPLES = 4  # radiance runs: orbit videos written for the first this many samples
+VIDEO_FRAMES = 48  # frames of one orbit video (2 s at 24 fps)
+VIDEO_FPS = 24
+#: Radiance runs: views rendered per timed call (ours: 32 views of 64^2 rays x 64 samples are 8M points, four
+#: full calls of MixtureRadianceField.render_latents, enough to fill a GPU; 256 would take minutes on a CPU).
+RADIANCE_SPEED_BATCH = 32
 
 
 @dataclass
@@ -40,12 +52,20 @@ class GenerativeRun:
     run: Any  # DiffusionRun or InrGanRun
 
     @property
+    def radiance(self) -> bool:
+        """Samples are radiance fields (a prior over a radiance mNIF's latents), rendered from fixed views."""
+        return self.kind == "diffusion" and self.run.stage1.radiance
+
+    @property
     def voxels(self) -> bool:
-        return self.kind == "diffusion" and len(self.run.stage1.model.data.image_size) == 3
+        return self.kind == "diffusion" and not self.radiance and len(self.run.stage1.model.data.image_size) == 3
 
     @property
     def frame(self) -> tuple[int, ...]:
-        """The grid the generator was trained on: (H, W) or (D, H, W)."""
+        """The grid the generator was trained on: (H, W) or (D, H, W); radiance: the fixed views' (H, W)."""
+        if self.radiance:
+            cameras = self.run.stage1.cameras
+            return cameras.height, cameras.width
         if self.kind == "diffusion":
             return tuple(self.run.stage1.model.data.image_size)
         return tuple(self.run.frame)
@@ -86,7 +106,8 @@ def _check_count(n: int) -> None:
 
 def sample(gen: GenerativeRun, n: int, seed: int = 0, scale: float = 1.0, guidance: float | None = None,
            classes=None) -> np.ndarray:
-    """n samples as float32 (n, *grid, C) in [0, 1], rendered on the training grid scaled by `scale`."""
+    """n samples as float32 (n, *grid, C) in [0, 1], rendered on the training grid scaled by `scale`; radiance
+    fields as (n, V, H, W, 3) renders from the fixed views."""
     return render_latents(gen, sample_latents(gen, n, seed, guidance, classes), scale)
 
 
@@ -107,9 +128,17 @@ def sample_latents(gen: GenerativeRun, n: int, seed: int = 0, guidance: float | 
         return gen.run.generator.mapping(z)
 
 
-def render_latents(gen: GenerativeRun, latents: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+def render_latents(gen: GenerativeRun, latents: torch.Tensor, scale: float = 1.0,
+                   views: list[int] | None = None) -> np.ndarray:
+    """Samples' latents -> float32 renders in [0, 1] (see `sample`); `views` picks some of a radiance run's
+    fixed views (None: all)."""
     if not scale > 0:
         raise NfieldsError(f"--scale must be positive, not {scale}.")
+    if gen.radiance:
+        cameras = gen.run.stage1.cameras.scaled(scale)
+        poses = cameras.poses if views is None else cameras.poses[views]
+        return gen.run.stage1.model.render_latents(latents, poses, cameras.height, cameras.width,
+                                                   cameras.focal).cpu().numpy()
     if gen.kind == "diffusion":
         from .train_diffusion import decode_latents
 
@@ -123,17 +152,21 @@ def render_latents(gen: GenerativeRun, latents: torch.Tensor, scale: float = 1.0
 def generate(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, scale: float = 1.0,
              guidance: float | None = None, classes=None, device: str = "auto") -> dict[str, Any]:
     """Write n samples to folder `out`: `samples.png` (a grid of the first 64) and `samples.npz` (all, uint8);
-    voxel runs also write `sample_NNN.ply` meshes (marching cubes) for the first 16."""
+    voxel runs also write `sample_NNN.ply` meshes (marching cubes) for the first 16; radiance runs write
+    their renders from the V fixed views, (n, V, H, W, 3), a grid of the first 8 samples by up to 8 views, and
+    `sample_NNN.mp4` orbit videos of the first 4 (skipped, with a note in the report, without PyAV)."""
     _check_count(n)
     gen = load_generative_run(run_dir, device)
     out = Path(out)
     if out.suffix:
         raise NfieldsError(f"--out is a folder for the samples, not a file: '{out}'.")
-    parts = []
+    parts, first = [], None
     for start in range(0, n, GENERATE_BATCH):
         count = min(GENERATE_BATCH, n - start)
         part_classes = _slice_classes(classes, start, count, n)
-        parts.append(sample(gen, count, seed + start, scale, guidance, part_classes))
+        latents = sample_latents(gen, count, seed + start, guidance, part_classes)  # what `sample` renders
+        first = latents if first is None else first
+        parts.append(render_latents(gen, latents, scale))
     samples = np.concatenate(parts)
     out.mkdir(parents=True, exist_ok=True)
     quantised = np.clip(np.round(samples * 255), 0, 255).astype(np.uint8)
@@ -141,7 +174,13 @@ def generate(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, scale:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, samples=quantised)
     title = f"{n} samples of {gen.folder.name} (seed {seed}, scale {scale:g})"
-    if gen.voxels:
+    report: dict[str, Any] = {"samples": n, "shape": list(samples.shape[1:]), "out": str(out)}
+    if gen.radiance:
+        shown = samples[:GRID_SAMPLES // GRID_VIEWS, :GRID_VIEWS]
+        viz.save_grid([list(views) for views in shown], [f"sample {i}" for i in range(len(shown))],
+                      out / "samples.png", title, column_titles=[f"view {v}" for v in range(shown.shape[1])])
+        report.update(save_orbit_videos(gen, first[:VIDEO_SAMPLES], out, scale))
+    elif gen.voxels:
         from ..data.voxels import occupancy_to_mesh, save_mesh, save_voxel_grid
 
         grids = samples[..., 0]
@@ -153,7 +192,28 @@ def generate(run_dir: str | Path, n: int, out: str | Path, seed: int = 0, scale:
                 pass  # an empty (or full) sample has no surface
     else:
         save_sample_grid(samples[:GRID_SAMPLES], out / "samples.png", title)
-    return {"samples": n, "shape": list(samples.shape[1:]), "out": str(out)}
+    return report
+
+
+def save_orbit_videos(gen: GenerativeRun, latents: torch.Tensor, out: Path, scale: float) -> dict[str, Any]:
+    """`sample_NNN.mp4`: each latent's field seen from VIDEO_FRAMES cameras around the fixed views' circle
+    (30 degrees up, radius 4; `MixtureRadianceField.render_orbit`), at the fixed views' size times `scale`.
+    Returns {"videos": [...]} and, without PyAV, {"video_note": why there are none}."""
+    import importlib.util
+
+    from ..data.video import write_video
+
+    if importlib.util.find_spec("av") is None:  # write_video imports PyAV only when called
+        return {"videos": [], "video_note": "PyAV is not installed, so no orbit videos were written "
+                                            "(pip install av)."}
+    cameras = gen.run.stage1.cameras.scaled(scale)
+    model, videos = gen.run.stage1.model, []
+    for i, latent in enumerate(latents):
+        frames = model.render_orbit(latent, VIDEO_FRAMES, cameras.height, cameras.width, cameras.focal)
+        path = out / f"sample_{i:03d}.mp4"
+        write_video((viz.to_uint8(frame) for frame in frames), path, VIDEO_FPS)
+        videos.append(str(path))
+    return {"videos": videos}
 
 
 def _slice_classes(classes, start: int, count: int, n: int):
@@ -182,8 +242,10 @@ def interpolate_samples(run_dir: str | Path, seed_a: int, seed_b: int, out: str 
     gen = load_generative_run(run_dir, device)
     ends = torch.cat([sample_latents(gen, 1, seed_a), sample_latents(gen, 1, seed_b)])
     t = torch.linspace(0, 1, steps, device=ends.device).view(-1, *[1] * (ends.dim() - 1))
-    frames = render_latents(gen, ends[0] + t * (ends[1] - ends[0]), scale)
-    if gen.voxels:
+    frames = render_latents(gen, ends[0] + t * (ends[1] - ends[0]), scale, views=[0] if gen.radiance else None)
+    if gen.radiance:  # one view per step: the first fixed camera
+        frames = frames[:, 0]
+    elif gen.voxels:
         from ..data.voxels import render_voxels
 
         frames = np.stack([render_voxels(grid[..., 0]) for grid in frames])
@@ -199,8 +261,14 @@ def interpolate_samples(run_dir: str | Path, seed_a: int, seed_b: int, out: str 
 
 def reference_set(gen: GenerativeRun, limit: int, seed: int = 0) -> np.ndarray:
     """The training set the generator learnt, uint8 (N, *grid, C), at most `limit` instances drawn at random
-    (seeded) when it is larger."""
-    if gen.kind == "diffusion":
+    (seeded) when it is larger. Radiance runs: the training objects' images from the fixed views (their own
+    held-out test views, the same cameras for every object), flattened to (objects * V, H, W, 3)."""
+    if gen.radiance:
+        from .radiance_objective import reference_views
+
+        stage1 = gen.run.stage1
+        values = reference_views(stage1.instances("train", stage1.config.limit).views, stage1.cameras).flatten(0, 1)
+    elif gen.kind == "diffusion":
         data = gen.run.stage1.instances("train")
         values = data.images.cpu()
     else:
@@ -217,9 +285,20 @@ def reference_set(gen: GenerativeRun, limit: int, seed: int = 0) -> np.ndarray:
 
 def cost_numbers(gen: GenerativeRun) -> dict[str, float]:
     """mNIF's columns: learnable parameters, parameters of one generated field, GFLOPs to render one sample
-    at 64^2 (matmuls only), and samples rendered per second at 64^2 (batches of 256, from given latents)."""
+    at 64^2 (matmuls only), and samples rendered per second at 64^2 (batches of 256, from given latents).
+    Radiance runs: learnable = field + latent table + denoiser, one field = one mixed SIREN + its latent, and
+    a sample is one rendered 64^2 view (the first fixed camera), so GFLOPs per view and views per second
+    (batches of RADIANCE_SPEED_BATCH views)."""
     device = gen.device
-    if gen.kind == "diffusion":
+    views = None
+    if gen.radiance:
+        stage1 = gen.run.stage1.model
+        learnable = parameter_count(stage1) + parameter_count(gen.run.prior.denoiser)  # latents are a parameter
+        latents = sample_latents(gen, 2, seed=0)
+        inference = stage1.field.inference_parameters()
+        per_sample = math.prod(latents.shape[1:])
+        views = [0]
+    elif gen.kind == "diffusion":
         stage1 = gen.run.stage1.model
         learnable = parameter_count(stage1) + parameter_count(gen.run.prior.denoiser)
         inference = getattr(stage1, "inference_parameters", None)
@@ -232,14 +311,15 @@ def cost_numbers(gen: GenerativeRun) -> dict[str, float]:
         latents = sample_latents(gen, 2, seed=0)
         per_sample = 0
     scale = SPEED_SIZE / gen.frame[-1]
-    batch = latents[:1].expand(GENERATE_BATCH, *latents.shape[1:]).contiguous()
+    timed = RADIANCE_SPEED_BATCH if gen.radiance else GENERATE_BATCH
+    batch = latents[:1].expand(timed, *latents.shape[1:]).contiguous()
     with torch.no_grad():
-        flops = gflops(lambda: render_latents(gen, latents[:1], scale))
-    seconds = _median_seconds(lambda: render_latents(gen, batch, scale), device)
+        flops = gflops(lambda: render_latents(gen, latents[:1], scale, views))
+    seconds = _median_seconds(lambda: render_latents(gen, batch, scale, views), device)
     return {"learnable_parameters": learnable, "inference_parameters": inference + per_sample,
-            "gflops_per_sample": flops, "samples_per_second": GENERATE_BATCH / seconds,
-            "speed_size": SPEED_SIZE, "speed_device": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else "cpu"}
+            "gflops_per_sample": flops, "samples_per_second": timed / seconds,
+            "speed_size": SPEED_SIZE, "speed_unit": "views" if gen.radiance else "samples",
+            "speed_device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
 def _encoder_parameters(model) -> int:
@@ -266,7 +346,8 @@ def evaluate_generation(run_dir: str | Path, n: int = 10000, seed: int = 0, refe
                         ) -> dict[str, Any]:
     """FID and precision/recall (k = 3) of n samples against the training set in the FID Inception's feature
     space (images); coverage and MMD with Chamfer distance against the test shapes (voxels); plus the cost
-    numbers. Written to `eval_generation.json` in the run folder. `samples_file`: score the samples of a
+    numbers. Radiance runs: n sampled fields, each rendered from the V fixed views, against the training
+    objects' images from those views (`reference_set`); FID counts renders. Written to `eval_generation.json` in the run folder. `samples_file`: score the samples of a
     `generate` call (its samples.npz) instead of drawing new ones."""
     from ..metrics.generative import check_fid_samples, fid, inception_features, precision_recall
 
@@ -281,10 +362,17 @@ def evaluate_generation(run_dir: str | Path, n: int = 10000, seed: int = 0, refe
     if gen.voxels:
         metrics.update(_shape_metrics(gen, n, seed, samples if samples_file else None))
     else:
-        check_fid_samples(n)
+        views = gen.run.stage1.cameras.poses.shape[0] if gen.radiance else 1
+        check_fid_samples(n * views, "renders (samples x fixed views)" if gen.radiance else "samples")
         if samples_file is None:
             samples = np.concatenate([sample(gen, min(GENERATE_BATCH, n - s), seed + s)
                                       for s in range(0, n, GENERATE_BATCH)])
+        if gen.radiance:
+            if samples.ndim != 5 or samples.shape[1] != views:
+                raise NfieldsError(f"the samples file holds {tuple(samples.shape)} values, not renders from the run's "
+                                   f"{views} fixed views; write it with 'nfields generate' on this run.")
+            samples = samples.reshape(-1, *samples.shape[2:])
+            metrics["renders"] = len(samples)
         reference = reference_set(gen, reference_limit, seed)
         check_fid_samples(len(reference), "training images")
         feature_device = gen.device
@@ -309,19 +397,23 @@ def _shape_metrics(gen: GenerativeRun, n: int, seed: int, samples: np.ndarray | 
     if samples is None:
         samples = np.concatenate([sample(gen, min(GENERATE_BATCH, n - s), seed + s)
                                   for s in range(0, n, GENERATE_BATCH)])
-    test = gen.run.stage1.instances("test").images.cpu().numpy()
-    generated = _clouds(samples[..., 0], seed, surface_points)
-    reference = _clouds(test[..., 0], seed, surface_points)
+    test = gen.run.stage1.instances("test")
+    generated = _clouds(_unit(samples[..., 0]), seed, surface_points)
+    reference = _clouds(_unit(test.images[..., 0].cpu().numpy(), test.value_scale), seed, surface_points)
     result = coverage_mmd(generated, reference, device=gen.device)
     return {"coverage": result.coverage, "mmd": result.mmd, "reference_shapes": len(reference),
             "shape_points": SHAPE_POINTS, "empty_samples": n - len(generated)}
+
+
+def _unit(grids: np.ndarray, stored_one: float = 255.0) -> np.ndarray:
+    """Occupancy in [0, 1] from stored values (samples.npz: 8-bit; the voxel dataset: 0/1)."""
+    return grids.astype(np.float32) / (stored_one if grids.dtype == np.uint8 else 1.0)
 
 
 def _clouds(grids: np.ndarray, seed: int, surface_points) -> np.ndarray:
     """Surface points of each grid with a surface; empty (or full) grids have none and are left out."""
     clouds = []
     for i, grid in enumerate(grids):
-        grid = grid.astype(np.float32) / (255.0 if grid.dtype == np.uint8 else 1.0)
         try:
             clouds.append(surface_points(grid, SHAPE_POINTS, seed + i))
         except (ValueError, RuntimeError, NfieldsError):

@@ -4,9 +4,11 @@ locality picture (paper Fig. 5: zero one latent token, show where the output cha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -197,12 +199,28 @@ class GINRRun:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def radiance(self) -> bool:
+        """An mNIF of radiance fields (a MixtureRadianceField with a latent per training object)."""
+        return self.config.radiance
+
+    @cached_property
+    def cameras(self):
+        """Radiance runs: the fixed views samples are rendered from (radiance_objective.fixed_cameras)."""
+        from .radiance_objective import fixed_cameras
+        from .train_ginr import SCENES_PREFIX
+
+        return fixed_cameras(self.config.source[len(SCENES_PREFIX):], self.config.size)
+
     def instances(self, split: str = "test", limit: int = 0, source: str | None = None) -> InstanceData:
         """A split of the run's dataset (or of another `source` with the same kind of images), on the model's
         device, resized to the size the model was trained at."""
         config = self.config
         if source is not None:
             config = TrainGINRConfig(**{**config.__dict__, "source": source})
+        if self.radiance:
+            data, _ = load_instances(config, split, limit)
+            return to_device(data, self.device)
         if config.voxels != (len(self.model.data.image_size) == 3):
             raise NfieldsError(f"'{config.source}' and the run's '{self.config.source}' are not both voxel grids; "
                                f"give instances like the training set.")
@@ -230,8 +248,17 @@ def load_ginr_run(run_dir: str | Path, device: str = "auto") -> GINRRun:
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() and not is_ginr_run(run_dir):
         raise NfieldsError(f"'{run_dir}' is not a 'nfields train ginr' run; give the --out folder of one.")
-    model, _ = load_trained(run_dir, lambda data: ginr_from_spec(data["field_spec"]), device)
+    model, _ = load_trained(run_dir, _model_from_spec, device)
     return GINRRun(model, load_run_config(run_dir, TrainGINRConfig), run_dir)
+
+
+def _model_from_spec(data: dict):
+    spec = data["field_spec"]
+    if spec.get("kind") == "radiance":  # `train mnif --dataset scenes:DIR`: MixtureRadianceField.spec()
+        from ..generative.radiance import radiance_field_from_spec
+
+        return radiance_field_from_spec(spec)
+    return ginr_from_spec(spec)
 
 
 def _check_index(index: int, data: InstanceData, split: str) -> None:
@@ -294,6 +321,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
     if tto_steps < 0:
         raise NfieldsError(f"--tto-steps must be 0 or more, not {tto_steps}.")
     run = load_ginr_run(run_dir, device)
+    if run.radiance:
+        return evaluate_radiance_run(run, split, tto_steps, limit)
     data = run.instances(split, limit)
     tag = f"eval_{split}" + (f"_tto{tto_steps}" if tto_steps else "")
     report: dict[str, Any] = {"split": split, "instances": len(data), "method": run.config.field,
@@ -331,6 +360,28 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
         save_reconstructions(run.model, data, run.folder / f"{tag}_reconstructions.png",
                              f"{run.config.field} on {run.config.source}: {split}")
     write_json_atomic(run.folder / f"{tag}.json", report)
+    return report
+
+
+def evaluate_radiance_run(run: GINRRun, split: str, tto_steps: int, limit: int) -> dict[str, Any]:
+    """A radiance mNIF run, measured as in training (RadianceFieldObjective.evaluate): held-out and training
+    views of the training objects' latents, and test objects with fitted latents; `split` is fixed by that."""
+    from .radiance_objective import RadianceFieldObjective
+
+    if tto_steps:
+        raise NfieldsError("--tto-steps is for image runs; a radiance mNIF fits test objects' latents itself "
+                           "(its fit_steps option).")
+    if split != "test":
+        raise NfieldsError(f"a radiance mNIF run is evaluated on its training objects' held-out views and its test "
+                           f"objects together; leave out --split {split}.")
+    config = dataclasses.replace(run.config, eval_limit=limit or run.config.eval_limit)
+    train, test = run.instances("train", run.config.limit), run.instances("test", config.eval_limit)
+    objective = RadianceFieldObjective(run.model, train, test, config)
+    metrics = objective.evaluate()
+    objective.save_views_picture(run.folder / "eval_test_views.png")
+    report = {"split": split, "instances": len(train), "method": run.config.field, "dataset": run.config.source,
+              **metrics}
+    write_json_atomic(run.folder / "eval_test.json", report)
     return report
 
 

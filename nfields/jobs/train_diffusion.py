@@ -115,8 +115,9 @@ def load_stage1(path: str | Path, device: str | torch.device = "auto") -> GINRRu
         raise NfieldsError(f"'{path}' is not a stage-1 run (no 'nfields train ginr' config.json there); give "
                            f"--latents the --out folder of one.")
     run = load_ginr_run(path, str(device))
-    if run.config.light_field:
-        raise NfieldsError(f"'{path}' is a light-field run; the prior models image runs' latents.")
+    if run.config.light_field and not run.radiance:
+        raise NfieldsError(f"'{path}' is a light-field run; the prior models the latents of image, voxel and "
+                           f"radiance-field (mnif on scenes:) runs.")
     return run
 
 
@@ -346,7 +347,9 @@ def write_outputs(out: Path, prior: LatentPrior, stage1: GINRRun, config: TrainD
     classes = torch.tensor([c for c in row_classes for _ in range(per_row)]) if prior.num_classes else None
     latents = sample_latents(run, per_row * len(row_classes), seed=config.seed, classes=classes)
     images = decode_latents(run, latents)
-    if images.dim() == 5:  # voxel grids: pictures of their shapes
+    if stage1.radiance:  # renders from the fixed views: show the first view of each sample
+        images = images[:, 0]
+    elif images.dim() == 5:  # voxel grids: pictures of their shapes
         from .ginr_outputs import pictures
 
         images = torch.from_numpy(pictures(images))
@@ -523,11 +526,15 @@ def class_labels(classes, n: int, num_classes: int) -> torch.Tensor:
 def decode_latents(run: DiffusionRun | GINRRun, latents: torch.Tensor, scale: float = 1.0,
                    batch: int = 64) -> torch.Tensor:
     """(N, *grid, C) values in [0, 1] on the CPU: the stage-1 decoder evaluated on its training grid scaled by
-    `scale` (any scale: the field is continuous); images (N, h, w, C), voxel grids (N, d, h, w, C)."""
+    `scale` (any scale: the field is continuous); images (N, h, w, C), voxel grids (N, d, h, w, C); radiance
+    fields rendered from the fixed cameras (GINRRun.cameras) with `scale` x their pixels, (N, V, h, w, 3)."""
     if not scale > 0:
         raise NfieldsError(f"--scale must be positive, not {scale}.")
     stage1 = run.stage1 if isinstance(run, DiffusionRun) else run
     model = stage1.model.eval()
+    if stage1.radiance:
+        cameras = stage1.cameras.scaled(scale)
+        return model.render_latents(latents, cameras.poses, cameras.height, cameras.width, cameras.focal).cpu()
     shape = tuple(max(1, round(s * scale)) for s in model.data.image_size)
     batch = max(1, min(batch, RENDER_CELLS // math.prod(shape)))  # bounded memory at large scales
     latents = latents.to(model.device)

@@ -70,10 +70,22 @@ class TrainGINRConfig(FitConfig):
     def voxels(self) -> bool:
         return self.source == VOXELS
 
+    @property
+    def radiance(self) -> bool:
+        """mNIF on many objects: a radiance field per object (nfields.generative.radiance), not a light field."""
+        return self.light_field and self.field == "mnif"
+
+    def field_config(self):
+        if self.radiance:
+            from ..generative.radiance import radiance_options
+
+            return radiance_options(self.field_options)
+        return super().field_config()
+
     def validate(self) -> None:
-        if self.light_field and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
+        if self.light_field and not self.radiance and not issubclass(GINR_METHODS.lookup(self.field)[0], TokenINR):
             raise NfieldsError(f"method '{self.field}' works on single images; light fields (scenes:) need one of "
-                               f"the token methods: transinr, ipc, locality.")
+                               f"the token methods (transinr, ipc, locality) or mnif (radiance fields).")
         if self.voxels and not issubclass(GINR_METHODS.lookup(self.field)[0], LatentVectorINR):
             raise NfieldsError(f"method '{self.field}' encodes image patches; voxels need a latent-vector method: "
                                f"mnif, functa or autodecoder.")
@@ -363,16 +375,26 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
     if len(train) < config.batch:
         raise NfieldsError(f"the training set has {len(train)} instances, fewer than one --batch of {config.batch}; "
                            f"lower --batch.")
-    # The scaled paper settings under the user's options; config.json keeps the user's in field_options and
-    # every resolved option in field_spec, so a resume recomputes the same ones from the same data.
-    options = {**paper_options(config.field, *spec.image_size[:2], config.light_field), **config.field_options}
-    model = make_ginr(config.field, spec, **options).to(device)
+    if config.radiance:
+        from ..generative.radiance import radiance_model_from_options
+        from .radiance_objective import scene_bounds
+
+        model = radiance_model_from_options(config.field_options, len(train),
+                                            scene_bounds(config.source[len(SCENES_PREFIX):])).to(device)
+    else:
+        # The scaled paper settings under the user's options; config.json keeps the user's in field_options and
+        # every resolved option in field_spec, so a resume recomputes the same ones from the same data.
+        options = {**paper_options(config.field, *spec.image_size[:2], config.light_field), **config.field_options}
+        model = make_ginr(config.field, spec, **options).to(device)
     if config.epochs:
         config = dataclasses.replace(config, steps=max(1, round(config.epochs * (len(train) // config.batch))))
     if not config.light_field:
         config = dataclasses.replace(config, pixel_fraction=query_fraction(config, spec))
     train, test = to_device(train, device), to_device(test, device)
-    objective_cls = LightFieldObjective if config.light_field else ImageSetObjective
+    if config.radiance:
+        from .radiance_objective import RadianceFieldObjective as objective_cls
+    else:
+        objective_cls = LightFieldObjective if config.light_field else ImageSetObjective
     objective = objective_cls(model, train, test, config)
     optimizer = torch.optim.Adam(model.parameter_groups(config.lr or model.default_lr))
     with open_run_dir(out, resume, overwrite) if main else nullcontext(out):
@@ -397,7 +419,11 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
             raise NfieldsError(f"one training step does not fit in device memory; lower --batch (now {config.batch}) "
                                f"or --pixel-fraction.") from None
     metrics: dict[str, Any] = {}
-    if main:
+    if main and config.radiance:
+        from .radiance_objective import write_radiance_outputs
+
+        metrics = write_radiance_outputs(out, objective, config, trainer, device)
+    elif main:
         from .ginr_outputs import write_run_outputs
 
         metrics = write_run_outputs(out, model, config, trainer, train, test, device,
