@@ -163,7 +163,10 @@ def score(folders: list[Path], reference_limit: int, device: str) -> dict:
 
     parts, references = [], {}
     for folder in folders:
-        part = json.loads((folder / "gpu.json").read_text())
+        # gpu.json, or (a call cut short) the rows that finished
+        summary = folder / "gpu.json"
+        part = (json.loads(summary.read_text()) if summary.exists() else
+                {**header("generative", device), "rows": [json.loads(f.read_text()) for f in sorted(folder.glob("*/row.json"))]})
         for row in part["rows"]:
             samples_file = folder / row["row"] / "samples.npz"
             if not samples_file.exists():
