@@ -291,3 +291,10 @@ def test_zero_samples_and_guidance_or_classes_without_class_conditioning(runs, t
     assert "is not a 'nfields train diffusion' run" in error_line(capsys)
     for folder in ("g", "c", "b", "s"):
         assert not (tmp_path / folder).exists()
+
+
+def test_limit_trains_on_the_first_latents_only(runs, tmp_path):
+    out = tmp_path / "limited"
+    assert nfields("train", "diffusion", "--latents", runs["s1"], "--steps", "2", "--limit", "8", *TINY_MLP, *FAST,
+                   "--out", out) == 0
+    assert json.loads((out / "metrics.json").read_text())["train_latents"] == 8

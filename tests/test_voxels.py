@@ -171,3 +171,24 @@ def test_real_objects(tmp_path, monkeypatch):
     assert ((fractions > 0.005) & (fractions < 0.5)).all()
     extent = [np.ptp(np.nonzero(grid.numpy())[axis]) + 1 for grid in data.occupancy for axis in range(3)]
     assert max(extent) >= 56  # the longest side spans 1.875 of 2: about 60 voxels
+
+
+def test_a_carried_cache_is_read_without_pybullet(tmp_path, monkeypatch):
+    """A GPU box without pybullet reads the arrays nfields made elsewhere (the one cache file at that size)."""
+    import nfields.data.voxels as voxels
+    from nfields.errors import NfieldsError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = voxels.VoxelCache(np.packbits(np.ones((3, 4 ** 3), np.uint8), axis=1), ["000", "001", "002"],
+                              np.arange(3), {}, 4)
+    (tmp_path / "nfields").mkdir()
+    voxels._write_cache(tmp_path / "nfields" / "voxels-4-1000-abc-v1.npz", cache)
+
+    def missing():
+        raise NfieldsError("pybullet's object set (pybullet_data/random_urdfs) is not installed; pip install pybullet.")
+
+    monkeypatch.setattr(voxels, "object_files", missing)
+    train = voxels.load_voxels("train", resolution=4)
+    assert train.names == ["001", "002"] and train.occupancy.shape == (2, 4, 4, 4) and int(train.occupancy.min()) == 1
+    with pytest.raises(NfieldsError, match="pybullet"):
+        voxels.load_voxels("train", resolution=8)  # no cache at that size: the install hint stands

@@ -9,7 +9,7 @@ from .common import add_run_arguments, fit_settings
 
 DIFFUSION_SETTINGS = ("epochs", "seconds", "eval_at_seconds", "batch", "weight_decay", "ema_decay",
                       "class_conditional", "cfg_dropout", "guidance", "sampling_steps", "diffusion_steps",
-                      "eval_limit", "encode_batch")
+                      "eval_limit", "encode_batch", "limit")
 
 
 def add_parser(sub) -> None:
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale of samples (default 2.5)")
     p.add_argument("--sampling-steps", type=int, help="DDIM steps when sampling (default 250)")
     p.add_argument("--diffusion-steps", type=int, help="steps of the forward process (default 1000)")
+    p.add_argument("--limit", type=int, help="train on the latents of the first N training instances only")
     p.add_argument("--eval-limit", type=int, help="held-out latents evaluated (default 1000, 0: all)")
     p.add_argument("--encode-batch", type=int, help="images encoded at once to extract latents (default 64)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<stage-1 run>-diffusion)")

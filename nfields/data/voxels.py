@@ -117,9 +117,17 @@ def load_voxels(split: str = "train", resolution: int = RESOLUTION, limit: int =
     resolution = _check_resolution(resolution)
     if not isinstance(limit, (int, np.integer)) or limit < 0:
         raise NfieldsError(f"limit must be a number of shapes (0 for all), not {limit}.")
-    files = object_files()
-    cache = _cache_path(files, resolution)
-    cached = _read_cache(cache, resolution)
+    try:
+        files = object_files()
+    except NfieldsError:
+        # No pybullet here (e.g. a GPU box without package access): the arrays nfields made elsewhere, if present.
+        cached = _only_cache(resolution)
+        if cached is None:
+            raise
+        files = []
+    else:
+        cache = _cache_path(files, resolution)
+        cached = _read_cache(cache, resolution)
     if cached is None and limit:
         return _voxelise_split(files, split, resolution, int(limit), progress)
     if cached is None:
@@ -253,6 +261,12 @@ def _bar(total: int, enabled: bool):
 
 
 # -- the cache ---------------------------------------------------------------------------------------
+
+def _only_cache(resolution: int) -> VoxelCache | None:
+    """The one cache file at `resolution` in the cache folder (copied from a machine with pybullet), or None."""
+    found = sorted(cache_dir().glob(f"voxels-{resolution}-*.npz"))
+    return _read_cache(found[-1], resolution) if len(found) == 1 else None
+
 
 def _cache_path(files: list[Path], resolution: int) -> Path:
     # names and contents, not modification times: a cache carried to another machine's identical pybullet

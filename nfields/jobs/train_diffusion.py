@@ -67,6 +67,7 @@ class TrainDiffusionConfig(FitConfig):
     sampling_steps: int = 250  # DDIM steps (A.3: 250)
     diffusion_steps: int = 1000  # T of the forward process (both papers)
     eval_limit: int = 1000  # held-out latents evaluated (0: all)
+    limit: int = 0  # train on the latents of the first N training instances (0: all the stage-1 run used)
     encode_batch: int = 64  # images encoded at once when the latents are extracted
 
     def validate(self) -> None:
@@ -76,8 +77,8 @@ class TrainDiffusionConfig(FitConfig):
             super().validate()
         if self.batch < 0 or self.encode_batch <= 0:
             raise NfieldsError(f"--batch must be positive (or 0 for the paper's), not {self.batch}.")
-        if self.epochs < 0 or self.seconds < 0 or self.eval_limit < 0:
-            raise NfieldsError("--epochs, --seconds and --eval-limit must not be negative.")
+        if self.epochs < 0 or self.seconds < 0 or self.eval_limit < 0 or self.limit < 0:
+            raise NfieldsError("--epochs, --seconds, --eval-limit and --limit must not be negative.")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise NfieldsError(f"--weight-decay must not be negative, not {self.weight_decay}.")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -284,7 +285,9 @@ def run_train_diffusion(config: TrainDiffusionConfig, out: Path, resume: bool = 
     torch.manual_seed(config.seed)
     stage1 = load_stage1(config.source, device)
     # The training split the stage-1 model was trained on (its --limit), so vectors and tokens alike.
-    train, train_labels = extract_latents(stage1, "train", stage1.config.limit, config.encode_batch, progress)
+    used = stage1.config.limit  # the latents sit on the device: 60,000 locality token sets would be 47 GB
+    limit = min(config.limit, used) if config.limit and used else (config.limit or used)
+    train, train_labels = extract_latents(stage1, "train", limit, config.encode_batch, progress)
     test, test_labels = extract_latents(stage1, "test", config.eval_limit, config.encode_batch, progress)
     latent_shape = tuple(train.shape[1:])
     signature = stage1_signature(stage1, latent_shape)
