@@ -243,8 +243,14 @@ def main() -> None:
     parser.add_argument("--score", type=Path, nargs="+", help="GPU output folders to score here (FID)")
     parser.add_argument("--reference-limit", type=int, default=10000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="+", help="several results JSON as one (--json)")
     parser.add_argument("--show", type=Path)
     args = parser.parse_args()
+    if args.merge:
+        result = merge_results(args.merge)
+        args.json.write_text(json.dumps(result, indent=1))
+        show(result)
+        return
     if args.show:
         show(json.loads(args.show.read_text()))
         return
