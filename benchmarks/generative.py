@@ -201,7 +201,7 @@ def score(folders: list[Path], reference_limit: int, device: str) -> dict:
                        fid_samples=len(samples), reference_images=len(real))
         parts.append(part)
     result = merge_results([], ()) if not parts else {**parts[0], "rows": [r for p in parts for r in p["rows"]]}
-    result["scored_on"] = "cpu (this machine): Inception features of the samples the GPU rows wrote"
+    result["scored_on"] = f"{device}: Inception features of the samples the GPU rows wrote"
     return result
 
 
