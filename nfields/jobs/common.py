@@ -82,8 +82,15 @@ class FitConfig:
 def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig, run_dir: Path | None, resume: bool,
                 progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
     """Run the one training loop on `objective` with the field's own optimizer."""
-    trainer = Trainer(objective, model.make_optimizer(config.lr or model.default_lr), run_dir,
-                      config.trainer_config(progress), description=description)
+    optimizer = model.make_optimizer(config.lr or model.default_lr)
+    return run_trainer(objective, optimizer, config, run_dir, resume, progress, description, out_of_memory_advice)
+
+
+def run_trainer(objective: Objective, optimizer: torch.optim.Optimizer, config: FitConfig, run_dir: Path | None,
+                resume: bool, progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
+    """The one training loop on `objective`, resumed from the run folder's newest checkpoint when asked.
+    Running out of device memory is one sentence with `out_of_memory_advice`."""
+    trainer = Trainer(objective, optimizer, run_dir, config.trainer_config(progress), description=description)
     if resume and run_dir is not None:
         trainer.resume()
     try:

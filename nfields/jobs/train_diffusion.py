@@ -31,7 +31,7 @@ from ..train import Trainer
 from ..train.checkpoint import checkpoints
 from ..train.logging import progress_bar
 from ..train.run import load_run_config, load_trained, open_run_dir
-from .common import FitConfig, prepare, start_run
+from .common import FitConfig, prepare, run_trainer, start_run
 from .ginr_outputs import GINRRun, is_ginr_run, load_ginr_run
 from .train_ginr import eval_batch
 
@@ -317,17 +317,9 @@ def run_train_diffusion(config: TrainDiffusionConfig, out: Path, resume: bool = 
                           "train_latents": len(train), "test_latents": 0 if test is None else len(test),
                           "standardisation": "per dimension" if len(latent_shape) == 1 else
                           "per token and channel"}})
-        trainer = Trainer(objective, optimizer, out, config.trainer_config(progress),
-                          description=f"train diffusion ({name})")
-        if resume:
-            trainer.resume()
-        started = trainer.step
-        try:
-            trainer.fit()
-        except torch.OutOfMemoryError:
-            raise NfieldsError(f"one training step does not fit in device memory; lower --batch (now {batch}) "
-                               f"or the denoiser's width.") from None
-    return write_outputs(out, prior, stage1, config, trainer, objective, trained_steps=trainer.step - started)
+        trainer = run_trainer(objective, optimizer, config, out, resume, progress, f"train diffusion ({name})",
+                        f"lower --batch (now {batch}) or the denoiser's width")
+    return write_outputs(out, prior, stage1, config, trainer, objective, trained_steps=trainer.trained_steps)
 
 
 def resolve_conditional(config: TrainDiffusionConfig, labels: torch.Tensor | None, explicit: set[str]) -> bool:

@@ -22,7 +22,7 @@ from ..metrics.image import mse_to_psnr
 from ..train import Trainer
 from ..train import distributed
 from ..train.run import open_run_dir
-from .common import FitConfig, prepare, start_run
+from .common import FitConfig, prepare, run_trainer, start_run
 
 SCENES_PREFIX = "scenes:"
 VOXELS = "voxels"  # 64^3 occupancy of pybullet's objects (nfields.data.voxels; every 10th object is test)
@@ -406,18 +406,10 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
                                                         "test_instances": len(test),
                                                         "processes": distributed.world_size()}})
         distributed.barrier()
-        trainer = Trainer(objective, optimizer, out, config.trainer_config(progress),
-                          description=f"train {config.field}")
-        if resume:
-            trainer.resume()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        started = trainer.step
-        try:
-            trainer.fit()
-        except torch.OutOfMemoryError:
-            raise NfieldsError(f"one training step does not fit in device memory; lower --batch (now {config.batch}) "
-                               f"or --pixel-fraction.") from None
+        trainer = run_trainer(objective, optimizer, config, out, resume, progress, f"train {config.field}",
+                        f"lower --batch (now {config.batch}) or --pixel-fraction")
     metrics: dict[str, Any] = {}
     if main and config.radiance:
         from .radiance_objective import write_radiance_outputs
@@ -427,7 +419,7 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
         from .ginr_outputs import write_run_outputs
 
         metrics = write_run_outputs(out, model, config, trainer, train, test, device,
-                                    trained_steps=trainer.step - started)
+                                    trained_steps=trainer.trained_steps)
     distributed.barrier()
     return metrics
 

@@ -20,7 +20,7 @@ from ..registry import Registry
 from ..viz import save_image
 from ..train import Trainer
 from ..train.run import load_trained, open_run_dir
-from .common import FitConfig, prepare, start_run
+from .common import FitConfig, prepare, run_trainer, start_run
 
 #: The GAN's options (`-o KEY=VALUE`) are InrGanConfig's fields.
 INR_GAN_MODELS: Registry = Registry("GAN")
@@ -173,16 +173,9 @@ def run_train_inr_gan(config: TrainInrGanConfig, out: Path, resume: bool = False
             **dataclasses.asdict(config), "resolved_device": str(device), "field_spec": model.spec(),
             "inr_gan": {"dataset": config.source, "height": frame[0], "width": frame[1], "channels": channels,
                         "train_images": int(train.shape[0]), "r1_gamma": objective.gamma}})
-        trainer = Trainer(objective, optimizer, out, config.trainer_config(progress), description="train inr-gan")
-        if resume:
-            trainer.resume()
-        started = trainer.step
-        try:
-            trainer.fit()
-        except torch.OutOfMemoryError:
-            raise NfieldsError(f"one training step does not fit in device memory; lower --batch (now "
-                               f"{config.batch}).") from None
-    return write_outputs(out, model, config, trainer, objective, device, trained_steps=trainer.step - started)
+        trainer = run_trainer(objective, optimizer, config, out, resume, progress, "train inr-gan",
+                        f"lower --batch (now {config.batch})")
+    return write_outputs(out, model, config, trainer, objective, device, trained_steps=trainer.trained_steps)
 
 
 def write_outputs(out: Path, model: InrGan, config: TrainInrGanConfig, trainer: Trainer, objective: InrGanObjective,

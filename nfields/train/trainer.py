@@ -69,6 +69,7 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.history = History()
+        self.trained_steps = 0  # steps taken by the last fit() (a resumed run counts only its own)
 
     @property
     def device(self) -> torch.device:
@@ -124,6 +125,7 @@ class Trainer:
         if cfg.max_seconds and self.seconds >= cfg.max_seconds:
             return self.history  # a resumed run that already used its time
         main = distributed.is_main()  # under torchrun only rank 0 logs, shows progress and saves
+        first_step = self.step
         events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
         bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress and main)
         sums: dict[str, torch.Tensor] = {}
@@ -184,4 +186,5 @@ class Trainer:
         finally:
             bar.close()
             events.close()
+            self.trained_steps = self.step - first_step
         return self.history
