@@ -22,16 +22,8 @@ def add_parser(sub) -> None:
                                                     "made by 'nfields make-scene --objects')")
     p.add_argument("--method", dest="field", metavar="M",
                    help="transinr, ipc, locality (default), functa, autodecoder or mnif (see also train mnif)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=float, help="passes over the training set")
-    budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
-    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
-    p.add_argument("--batch", type=int, help="instances per step over all processes (default 16)")
+    add_dataset_arguments(p, "instances per step over all processes (default 16)")
     p.add_argument("--size", type=int, help="resize instances to SIZE x SIZE (default: the dataset's own)")
-    p.add_argument("--limit", type=int, help="train on the first N instances only")
-    p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
-    p.add_argument("--pixel-fraction", type=float,
-                   help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
     p.add_argument("--support-views", type=int, help="light fields: up to this many support views (default 3)")
     p.add_argument("--query-rays", type=int, help="light fields: rays predicted per object per step (default 1024)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<method>)")
@@ -42,6 +34,19 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any method option, e.g. -o depth=4 -o sigmas=24,6 (see 'nfields fields')")
     p.set_defaults(handler=run, hidden_layers=None)
+
+
+def add_dataset_arguments(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """The budget and data flags of every training over a dataset (train ginr, train mnif)."""
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, help="passes over the training set")
+    budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
+    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
+    p.add_argument("--batch", type=int, help=batch_help)
+    p.add_argument("--limit", type=int, help="train on the first N instances only")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
+    p.add_argument("--pixel-fraction", type=float,
+                   help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .common import add_run_arguments, fit_settings
-from .train_ginr import report_run
+from .train_ginr import add_dataset_arguments, report_run
 
 MNIF_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "query_rays", "seconds",
                  "eval_at_seconds")
@@ -27,15 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--adapt", metavar="A", help="context adaptation: cavia (default) or autodecode (scenes: autodecode only)")
     p.add_argument("--resolution", dest="size", type=int, metavar="R",
                    help="resize images to R x R (voxels: R^3 grids; default the dataset's own, 64 for voxels)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=float, help="passes over the training set")
-    budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
-    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
-    p.add_argument("--batch", type=int, help="instances per step over all processes (default 16; the paper's 32)")
-    p.add_argument("--limit", type=int, help="train on the first N instances only")
-    p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")
-    p.add_argument("--pixel-fraction", type=float,
-                   help="share of each instance's cells decoded per step (default: all pixels; 4096 voxels)")
+    add_dataset_arguments(p, "instances per step over all processes (default 16; the paper's 32)")
     p.add_argument("--query-rays", type=int, help="scenes: rays rendered per object per step (default 1024)")
     p.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-mnif)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
