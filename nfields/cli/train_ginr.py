@@ -50,10 +50,15 @@ def add_dataset_arguments(p: argparse.ArgumentParser, batch_help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return train_instances(args, "train-ginr", GINR_SETTINGS,
+                           "--dataset NAME (fashion-mnist, emoji, a folder or scenes:DIR)")
+
+
+def train_instances(args: argparse.Namespace, job: str, settings: tuple[str, ...], what: str) -> int:
+    """Settings from the flags, the training (train ginr, train mnif) and its printed summary."""
     from ..jobs.train_ginr import TrainGINRConfig, run_train_ginr
 
-    config, explicit, out = fit_settings(args, TrainGINRConfig, "train-ginr", GINR_SETTINGS,
-                                         "--dataset NAME (fashion-mnist, emoji, a folder or scenes:DIR)")
+    config, explicit, out = fit_settings(args, TrainGINRConfig, job, settings, what)
     metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
                              progress=not args.quiet)
     if metrics:  # rank 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_run_arguments, fit_settings
-from .train_ginr import add_dataset_arguments, report_run
+from .common import add_run_arguments
+from .train_ginr import add_dataset_arguments, train_instances
 
 MNIF_SETTINGS = ("epochs", "batch", "size", "limit", "eval_limit", "pixel_fraction", "query_rays", "seconds",
                  "eval_at_seconds")
@@ -39,15 +39,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.train_ginr import TrainGINRConfig, run_train_ginr
-
     # --size and --adapt are method options; only given ones go in, so a resume need not repeat them.
     args.option = [f"{key}={value}" for key, value in (("size", args.model_size), ("adapt", args.adapt))
                    if value is not None] + args.option
-    config, explicit, out = fit_settings(args, TrainGINRConfig, "train-mnif", MNIF_SETTINGS,
-                                         "--dataset NAME (fashion-mnist, emoji, a folder, voxels or scenes:DIR)")
-    metrics = run_train_ginr(config, out, resume=args.resume, overwrite=args.overwrite, explicit=explicit,
-                             progress=not args.quiet)
-    if metrics:  # rank 0
-        report_run(metrics, out)
-    return 0
+    return train_instances(args, "train-mnif", MNIF_SETTINGS,
+                           "--dataset NAME (fashion-mnist, emoji, a folder, voxels or scenes:DIR)")
