@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import torch
 from .. import viz
 from ..errors import NfieldsError
 from ..io import atomic_path, write_json_atomic
-from ..metrics.cost import gflops, parameter_count
+from ..metrics.cost import gflops, parameter_count, samples_per_second
 from ..train.device import resolve_device
 
 #: Samples drawn per call while generating (bounded memory; the result does not depend on it except for
@@ -290,34 +289,30 @@ def cost_numbers(gen: GenerativeRun) -> dict[str, float]:
     a sample is one rendered 64^2 view (the first fixed camera), so GFLOPs per view and views per second
     (batches of RADIANCE_SPEED_BATCH views)."""
     device = gen.device
-    views = None
-    if gen.radiance:
+    latents = sample_latents(gen, 2, seed=0)
+    views = [0] if gen.radiance else None
+    if gen.kind == "diffusion":
         stage1 = gen.run.stage1.model
-        learnable = parameter_count(stage1) + parameter_count(gen.run.prior.denoiser)  # latents are a parameter
-        latents = sample_latents(gen, 2, seed=0)
-        inference = stage1.field.inference_parameters()
-        per_sample = math.prod(latents.shape[1:])
-        views = [0]
-    elif gen.kind == "diffusion":
-        stage1 = gen.run.stage1.model
-        learnable = parameter_count(stage1) + parameter_count(gen.run.prior.denoiser)
-        inference = getattr(stage1, "inference_parameters", None)
-        latents = sample_latents(gen, 2, seed=0)
-        inference = inference() if inference else parameter_count(stage1) - _encoder_parameters(stage1)
-        per_sample = math.prod(latents.shape[1:])
+        learnable = parameter_count(stage1) + parameter_count(gen.run.prior.denoiser)  # latent tables included
+        if gen.radiance:
+            inference = stage1.field.inference_parameters()
+        elif hasattr(stage1, "inference_parameters"):
+            inference = stage1.inference_parameters()
+        else:  # the decoder a coordinate query runs through
+            inference = parameter_count(stage1) - _encoder_parameters(stage1)
+        inference += math.prod(latents.shape[1:])  # a field is its decoder and its latent
     else:
         learnable = parameter_count(gen.run.generator)
         inference = gen.run.generator.inr_parameters()
-        latents = sample_latents(gen, 2, seed=0)
-        per_sample = 0
     scale = SPEED_SIZE / gen.frame[-1]
     timed = RADIANCE_SPEED_BATCH if gen.radiance else GENERATE_BATCH
     batch = latents[:1].expand(timed, *latents.shape[1:]).contiguous()
     with torch.no_grad():
         flops = gflops(lambda: render_latents(gen, latents[:1], scale, views))
-    seconds = _median_seconds(lambda: render_latents(gen, batch, scale, views), device)
-    return {"learnable_parameters": learnable, "inference_parameters": inference + per_sample,
-            "gflops_per_sample": flops, "samples_per_second": timed / seconds,
+    speed = samples_per_second(lambda: render_latents(gen, batch, scale, views), timed, warmup=1, repeats=5,
+                               device=device)
+    return {"learnable_parameters": learnable, "inference_parameters": inference,
+            "gflops_per_sample": flops, "samples_per_second": speed,
             "speed_size": SPEED_SIZE, "speed_unit": "views" if gen.radiance else "samples",
             "speed_device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
@@ -325,20 +320,6 @@ def cost_numbers(gen: GenerativeRun) -> dict[str, float]:
 def _encoder_parameters(model) -> int:
     encoder = getattr(model, "encoder", None)
     return parameter_count(encoder) if encoder is not None else 0
-
-
-def _median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def evaluate_generation(run_dir: str | Path, n: int = 10000, seed: int = 0, reference_limit: int = 10000,
