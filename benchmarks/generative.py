@@ -87,6 +87,10 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
         if metrics.exists():
             row[stage] = json.loads(metrics.read_text())
     row.update(cost_numbers(gen))
+    if args.speed_only:  # the cost columns alone, with nothing else on the device
+        row["speed_only"] = True
+        (out / "row.json").write_text(json.dumps(row, indent=1))
+        return row
     n = args.shapes if gen.voxels else args.samples
     if gen.radiance:  # about --samples renders: each sample is rendered from every fixed view
         views = gen.run.stage1.cameras.poses.shape[0]
@@ -152,7 +156,7 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     flags = ["--stage1-seconds", str(args.stage1_seconds), "--stage2-seconds", str(args.stage2_seconds),
              "--runs", str(args.runs), "--out", str(args.out), "--samples", str(args.samples),
              "--shapes", str(args.shapes), "--device", args.device]
-    return flags + (["--scenes", args.scenes] if args.scenes else [])
+    return flags + (["--scenes", args.scenes] if args.scenes else []) + (["--speed-only"] if args.speed_only else [])
 
 
 # -- CPU: FID, precision, recall ----------------------------------------------------------------------------
@@ -224,7 +228,8 @@ def show(result: dict) -> None:
                          ("mmd", "8.5f")):
             cells.append(format(row[key], fmt) if key in row else f"{'-':>{int(fmt.split('.')[0])}}")
         cells += [f"{row['samples_per_second']:10,.0f}", f"{row['gflops_per_sample']:8.4f}"]
-        print(f"{row['row']:<22} " + " ".join(cells))
+        name = row["row"] + (" (alone)" if row.get("speed_only") else "")
+        print(f"{name:<22} " + " ".join(cells))
 
 
 def main() -> None:
@@ -239,6 +244,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-gen-out"))
     parser.add_argument("--parallel", type=int, default=1, help="rows trained at once on the device")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="train the rows, then time them only (samples/s, GFLOPs): no samples, no pictures")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--score", type=Path, nargs="+", help="GPU output folders to score here (FID)")
     parser.add_argument("--reference-limit", type=int, default=10000)
