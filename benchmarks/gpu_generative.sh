@@ -8,7 +8,7 @@ source benchmarks/gpu_env.sh
 stage=$1; shift
 INCEPTION_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 mkdir -p /tmp/fid /tmp/gen
-if [ "$stage" = 1 ]; then source benchmarks/gpu_data.sh; fi
+source benchmarks/gpu_data.sh  # whichever datasets this call carries
 if [ -d .carry/voxcache ]; then mkdir -p ~/.cache/nfields && cp .carry/voxcache/*.npz ~/.cache/nfields/; fi
 part=$(printf "\\x$(printf %x $((96 + stage)))")  # 1 -> a, 2 -> b, 3 -> c
 cp ".carry/fid$part/part" "/tmp/fid/$part"
