@@ -76,6 +76,8 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for command in row_commands(name, run, args.stage1_seconds, args.stage2_seconds, args.scenes):
+        if args.reuse and (Path(command[command.index("--out") + 1]) / "metrics.json").exists():
+            continue  # trained by an earlier call that ran out of time while sampling
         print(f"[{name}] nfields {' '.join(command)}", flush=True)
         subprocess.run([sys.executable, "-m", "nfields", *command], check=True)
     prior = run / "prior"
@@ -156,7 +158,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     flags = ["--stage1-seconds", str(args.stage1_seconds), "--stage2-seconds", str(args.stage2_seconds),
              "--runs", str(args.runs), "--out", str(args.out), "--samples", str(args.samples),
              "--shapes", str(args.shapes), "--device", args.device]
-    return flags + (["--scenes", args.scenes] if args.scenes else []) + (["--speed-only"] if args.speed_only else [])
+    return flags + (["--scenes", args.scenes] if args.scenes else []) + (["--speed-only"] if args.speed_only else []) \
+        + (["--reuse"] if args.reuse else [])
 
 
 # -- CPU: FID, precision, recall ----------------------------------------------------------------------------
@@ -246,6 +249,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--speed-only", action="store_true",
                         help="train the rows, then time them only (samples/s, GFLOPs): no samples, no pictures")
+    parser.add_argument("--reuse", action="store_true", help="keep rows' finished training stages under --runs")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--score", type=Path, nargs="+", help="GPU output folders to score here (FID)")
     parser.add_argument("--reference-limit", type=int, default=10000)
