@@ -221,7 +221,7 @@ def reference_dataset(row: dict) -> str:
 
 def show(result: dict) -> None:
     print(title(result, "training seconds per stage in each row"))
-    print(f"{'row':<22} {'learnable':>10} {'inference':>10} {'PSNR':>6} {'FID':>7} {'prec':>6} {'rec':>6} "
+    print(f"{'row':<30} {'learnable':>10} {'inference':>10} {'PSNR':>6} {'FID':>7} {'prec':>6} {'rec':>6} "
           f"{'cov':>6} {'MMD':>8} {'samples/s':>10} {'GFLOPs':>8}")
     for row in result["rows"]:
         psnr = row.get("stage1", {}).get("train_psnr", row.get("stage1", {}).get("psnr"))
@@ -232,7 +232,7 @@ def show(result: dict) -> None:
             cells.append(format(row[key], fmt) if key in row else f"{'-':>{int(fmt.split('.')[0])}}")
         cells += [f"{row['samples_per_second']:10,.0f}", f"{row['gflops_per_sample']:8.4f}"]
         name = row["row"] + (" (alone)" if row.get("speed_only") else "")
-        print(f"{name:<22} " + " ".join(cells))
+        print(f"{name:<30} " + " ".join(cells))
 
 
 def main() -> None:
