@@ -11,7 +11,7 @@ from ..errors import NfieldsError
 from ..io import read_json
 
 #: Flags whose values are settings of the same name (FitConfig's fields).
-COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "checkpoint_every",
+COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "kernel", "checkpoint_every",
                    "log_every", "eval_at")
 #: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
 RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape", "scene", "ginr", "diffusion",
@@ -24,6 +24,8 @@ def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
     p.add_argument("--field", help=field_help)
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--kernel", help="auto (default: fused Triton kernels on CUDA where the field has them), "
+                                    "torch or fused")
     p.add_argument("--out", type=Path, help="run folder (default runs/<source>-<field>)")
     add_run_arguments(p, "the field's own")
     p.add_argument("--width", type=int, help="field option: hidden width")
@@ -79,7 +81,7 @@ def fit_settings(args: argparse.Namespace, config_cls: type, job: str, extra_set
     if args.config:
         settings.update(_read_config_file(args.config, names))
     flags = COMMON_SETTINGS + extra_settings
-    explicit = {name for name in flags if getattr(args, name) is not None}
+    explicit = {name for name in flags if getattr(args, name, None) is not None}  # train jobs have no --kernel
     settings.update({name: getattr(args, name) for name in explicit})
     options = dict(settings.get("field_options", {}))
     options.update(_parse_options(args.option))

@@ -15,6 +15,7 @@ import torch
 from ..errors import NfieldsError
 from ..fields import FIELDS
 from ..io import write_json_atomic
+from ..kernels import KERNELS, set_kernel
 from ..registry import Registry
 from ..train import Objective, Trainer, TrainerConfig
 from ..train.device import PRECISIONS, resolve_device, set_precision
@@ -38,6 +39,7 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    kernel: str = "auto"  # fused Triton kernels on CUDA where the field has them (nfields.kernels)
     checkpoint_every: int = 500
     log_every: int = 25
     eval_every: int = 0
@@ -51,6 +53,8 @@ class FitConfig:
         for name in ("checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise NfieldsError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}.")
+        if self.kernel not in KERNELS:
+            raise NfieldsError(f"unknown --kernel '{self.kernel}'; use {', '.join(KERNELS)}.")
         if self.precision not in PRECISIONS:
             raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
         self.field_config()
@@ -82,6 +86,7 @@ class FitConfig:
 def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig, run_dir: Path | None, resume: bool,
                 progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
     """Run the one training loop on `objective` with the field's own optimizer."""
+    set_kernel(model, config.kernel, next(model.parameters()).device)
     optimizer = model.make_optimizer(config.lr or model.default_lr)
     return run_trainer(objective, optimizer, config, run_dir, resume, progress, description, out_of_memory_advice)
 
