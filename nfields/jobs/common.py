@@ -88,14 +88,18 @@ def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig,
     """Run the one training loop on `objective` with the field's own optimizer."""
     set_kernel(model, config.kernel, next(model.parameters()).device)
     optimizer = model.make_optimizer(config.lr or model.default_lr)
-    return run_trainer(objective, optimizer, config, run_dir, resume, progress, description, out_of_memory_advice)
+    # The fused step (--kernel auto or fused) is also replayed as one CUDA graph where the objective allows it.
+    return run_trainer(objective, optimizer, config, run_dir, resume, progress, description, out_of_memory_advice,
+                       cuda_graph=config.kernel != "torch")
 
 
 def run_trainer(objective: Objective, optimizer: torch.optim.Optimizer, config: FitConfig, run_dir: Path | None,
-                resume: bool, progress: bool, description: str, out_of_memory_advice: str) -> Trainer:
+                resume: bool, progress: bool, description: str, out_of_memory_advice: str,
+                cuda_graph: bool = False) -> Trainer:
     """The one training loop on `objective`, resumed from the run folder's newest checkpoint when asked.
     Running out of device memory is one sentence with `out_of_memory_advice`."""
-    trainer = Trainer(objective, optimizer, run_dir, config.trainer_config(progress), description=description)
+    trainer_config = dataclasses.replace(config.trainer_config(progress), cuda_graph=cuda_graph)
+    trainer = Trainer(objective, optimizer, run_dir, trainer_config, description=description)
     if resume and run_dir is not None:
         trainer.resume()
     try:

@@ -32,6 +32,8 @@ def decode_values(outputs: torch.Tensor | np.ndarray):
 class ImageObjective:
     """MSE between the field and the image on the training pixels, in the field's [-1, 1] range."""
 
+    cuda_graph_safe = True  # static shapes, no host syncs: the trainer may replay the step as a CUDA graph
+
     def __init__(self, model: Field, signal: ImageSignal, convention: str, keep: torch.Tensor | None,
                  batch_pixels: int, device: torch.device, eval_chunk: int = 1 << 18):
         self.model = model
@@ -76,6 +78,8 @@ class ImageObjective:
 
 class PoissonObjective(ImageObjective):
     """MSE between the field's derivatives (autograd, twice for the Laplacian) and the image's."""
+
+    cuda_graph_safe = False  # double backward: kept eager
 
     def __init__(self, model: Field, signal: ImageSignal, convention: str, supervise: str,
                  batch_pixels: int, device: torch.device):

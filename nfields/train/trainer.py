@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import NfieldsError
 from . import distributed
 from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .graph import GraphedStep
 from .logging import EventLog, progress_bar
 from .run import model_state
 
@@ -27,6 +28,11 @@ class Objective(Protocol):
     model: nn.Module
     #: Optional: `items_per_step = (count, unit)`, e.g. (4096, "rays"), shown as a rate in the progress bar.
     #: Optional: `after_step()`, called after every optimizer step (e.g. to update an EMA of the weights).
+    #: Optional: `finished()` -> bool, asked after every step (keep it cheap: no device sync); True ends the
+    #: run there, with the final log, evaluation and checkpoint. `TrainerConfig.steps` is then an upper bound.
+    #: Optional: `postfix()` -> {name: short text}, added to the progress bar at log points.
+    #: Optional: `cuda_graph_safe = True`: `loss(step)` has static shapes, no host syncs and ignores `step`, so
+    #: with `TrainerConfig.cuda_graph` on a CUDA device the whole step is replayed as one CUDA graph.
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and named scalars to log (tensors: read only at log points)."""
@@ -47,6 +53,8 @@ class TrainerConfig:
     max_seconds: float = 0.0
     #: Also evaluate when training time first passes each of these seconds (checked at log points).
     eval_at_seconds: tuple[float, ...] = ()
+    #: Replay the step as one CUDA graph where the objective says it is safe (nfields.train.graph).
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -120,10 +128,22 @@ class Trainer:
         every = self.config.eval_every
         return step in self.config.eval_at or (every > 0 and step % every == 0)
 
+    def _train_step(self, zero_grad: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step; the detached loss and logs."""
+        loss, logs = self.objective.loss(self.step)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), {k: v.detach() for k, v in logs.items()}
+
     def fit(self) -> History:
         cfg = self.config
         if cfg.max_seconds and self.seconds >= cfg.max_seconds:
             return self.history  # a resumed run that already used its time
+        finished = getattr(self.objective, "finished", None)
+        if finished is not None and finished():
+            return self.history  # a resumed run that had already finished
         main = distributed.is_main()  # under torchrun only rank 0 logs, shows progress and saves
         first_step = self.step
         events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
@@ -132,24 +152,24 @@ class Trainer:
         count = 0
         items = getattr(self.objective, "items_per_step", None)
         after_step = getattr(self.objective, "after_step", None)
+        postfix = getattr(self.objective, "postfix", None)
+        graphed = cfg.cuda_graph and self.device.type == "cuda" and getattr(self.objective, "cuda_graph_safe", False)
+        train_step = GraphedStep(self._train_step, self.optimizer) if graphed else lambda: self._train_step(True)
         self._sync()
         started = time.perf_counter()
         try:
             while self.step < cfg.steps:
-                loss, logs = self.objective.loss(self.step)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                loss, logs = train_step()
                 if after_step is not None:
                     after_step()  # e.g. an EMA of the weights, updated from the weights just stepped
                 self.step += 1
                 bar.update(1)
-                logs = {"loss": loss.detach(), **logs}
+                logs = {"loss": loss, **logs}
                 for key, value in logs.items():
-                    sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
+                    sums[key] = sums[key] + value if key in sums else value.clone()
                 count += 1
 
-                last = self.step == cfg.steps
+                last = self.step == cfg.steps or (finished is not None and finished())
                 log_now = self.step % cfg.log_every == 0 or last
                 eval_now = self._wants_eval(self.step) or last
                 save_now = self.step % cfg.checkpoint_every == 0 or last
@@ -171,6 +191,8 @@ class Trainer:
                     shown = {k: f"{v:.4g}" for k, v in point.items()}
                     if items and self.seconds > before:
                         shown[f"{items[1]}/s"] = f"{items[0] * count / (self.seconds - before):.3g}"
+                    if postfix is not None:
+                        shown.update(postfix())
                     bar.set_postfix(shown, refresh=False)
                     sums, count = {}, 0
                 if eval_now and main:
