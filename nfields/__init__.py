@@ -15,6 +15,7 @@ from .jobs import (FitAudioConfig, FitImageConfig, FittedAudio, FittedImage, Fit
                    export_run, fit_audio, fit_image, fit_video, load_exported, load_fitted, make_audio_field)
 from .jobs.fit_shape import FitShapeConfig, FittedShape, fit_shape, load_fitted_shape
 from .data.datasets import ImageDataset, load_dataset
+from .jobs.fit_images import FitImagesConfig, FittedImages, fit_images, load_fitted_images
 from .data.scene import Scene, SceneViews, load_scene
 from .fields.radiance import SCENE_FIELDS, SceneBounds, make_scene_field
 from .jobs.fit_scene import FitSceneConfig, FittedScene, fit_scene, load_fitted_scene
@@ -33,7 +34,7 @@ __all__ = ["NfieldsError", "FIELDS", "Field", "make_field", "catalog", "psnr", "
            "ShapeSignal", "ShapeSamples", "load_shape", "FitShapeConfig", "FittedShape", "fit_shape",
            "load_fitted_shape",
            # datasets of images
-           "ImageDataset", "load_dataset",
+           "ImageDataset", "load_dataset", "FitImagesConfig", "FittedImages", "fit_images", "load_fitted_images",
            # scenes
            "Scene", "SceneViews", "load_scene", "SCENE_FIELDS", "SceneBounds", "make_scene_field", "FitSceneConfig",
            "FittedScene", "fit_scene", "load_fitted_scene"]

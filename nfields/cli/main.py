@@ -14,7 +14,7 @@ from . import generate, make_scene, train_diffusion, train_ginr, train_inr_gan, 
 
 
 #: One module per `nfields fit SIGNAL`, each with add_parser(sub).
-FIT_COMMANDS = ("fit_image", "fit_audio", "fit_video", "fit_shape", "fit_scene")
+FIT_COMMANDS = ("fit_image", "fit_images", "fit_audio", "fit_video", "fit_shape", "fit_scene")
 
 
 def build_parser() -> argparse.ArgumentParser:
