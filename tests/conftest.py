@@ -17,6 +17,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
+if not torch.cuda.is_available():
+    # Triton kernels run on CPU tensors in the interpreter; it must be set before any @triton.jit runs.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def make_image(height: int = 32, width: int = 32, channels: int = 1) -> np.ndarray:
     """(H, W, C) float32 in [0, 1], exactly 8-bit representable: a smooth gradient (low
