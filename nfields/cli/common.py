@@ -24,8 +24,9 @@ def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
     p.add_argument("--field", help=field_help)
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--kernel", help="auto (default: fused Triton kernels on CUDA where the field has them), "
-                                    "torch or fused")
+    p.add_argument("--kernel", help="auto (default: on CUDA, fused Triton kernels where the field has them (SIREN "
+                                    "and ReLU MLPs with --precision tf32, the hash grid) and the step replayed as "
+                                    "one CUDA graph), torch (plain PyTorch) or fused")
     p.add_argument("--out", type=Path, help="run folder (default runs/<source>-<field>)")
     add_run_arguments(p, "the field's own")
     p.add_argument("--width", type=int, help="field option: hidden width")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..encodings import GaussianFourierFeatures, PositionalEncoding
+from ..kernels import fused_applies
 from ..nn import MLP, Gaussian
 from .base import FIELDS, Field
 
@@ -23,6 +24,10 @@ class CoordinateMLP(Field):
         self.encoding = self.make_encoding(in_features, config)
         encoded = getattr(self.encoding, "out_features", in_features)
         self.net = MLP(encoded, out_features, config.width, config.hidden_layers, self.make_activation(config))
+        self._fused_relu = self._fused_capable()
+        if self._fused_relu:
+            #: "auto", "torch" or "fused" (nfields.kernels): only where the fused ReLU MLP applies.
+            self.kernel = "auto"
 
     def make_encoding(self, in_features: int, config) -> nn.Module:
         return nn.Identity()
@@ -30,8 +35,32 @@ class CoordinateMLP(Field):
     def make_activation(self, config) -> Callable[[], nn.Module]:
         return nn.ReLU
 
+    def _fused_capable(self) -> bool:
+        """A ReLU MLP on the identity or NeRF's positional encoding, of a shape the fused kernels handle."""
+        if not isinstance(self.encoding, (nn.Identity, PositionalEncoding)):
+            return False
+        if not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in self.net):
+            return False
+        from ..kernels import triton_available
+
+        if not triton_available():
+            return False
+        from ..kernels.fused_mlp import supports
+
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        return supports(linears[0].in_features, self.config.width, linears[-1].out_features, len(linears) - 2)
+
     def forward(self, coords: torch.Tensor, condition=None) -> torch.Tensor:
-        return self.net(self.encoding(coords))
+        encoded = self.encoding(coords)
+        if self._fused_relu and fused_applies(self.kernel, coords):
+            from ..kernels.fused_mlp import auto_selects, fused_mlp
+
+            if self.kernel == "auto" and not auto_selects():  # true fp32: cuBLAS is faster
+                return self.net(encoded)
+
+            linears = [m for m in self.net if isinstance(m, nn.Linear)]
+            return fused_mlp(encoded, "relu", 1.0, 1.0, linears[0], linears[1:-1], linears[-1])
+        return self.net(encoded)
 
 
 @dataclass
