@@ -8,6 +8,7 @@ so a call whose coordinates require grad (gradient, Laplacian and Eikonal losses
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import torch
 from torch import nn
@@ -19,11 +20,7 @@ KERNELS = ("auto", "torch", "fused")
 
 @functools.cache
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("triton") is not None
 
 
 def fused_applies(kernel: str, x: torch.Tensor) -> bool:
