@@ -196,6 +196,13 @@ def test_cli_end_to_end_on_a_folder(cli, image_folder, tmp_path):
     assert str(run / "fields.safetensors") in result.out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] == 5 and metrics["images_per_second"] > 0 and 0 <= metrics["reached_target"] <= 1
+    # `nfields render` draws one image's field at any scale; the run's other fields need --index.
+    result = cli("render", run, "--index", "2", "--scale", "3", "--out", tmp_path / "two.png", "--device", "cpu")
+    assert result.code == 0, result.err
+    assert np.asarray(Image.open(tmp_path / "two.png")).shape[:2] == (36, 36)
+    for flags, match in ((["--scale", "3"], "give --index"), (["--index", "5", "--scale", "3"], "out of range")):
+        result = cli("render", run, *flags, "--out", tmp_path / "bad.png", "--device", "cpu")
+        assert result.code == 2 and match in result.err and not (tmp_path / "bad.png").exists()
 
 
 @pytest.mark.skipif(ENTRIES["fashion-mnist"].path() is None, reason="Debian dataset-fashion-mnist not installed")

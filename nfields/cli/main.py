@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "runs: an orbit video (--orbit) or the views of a pose file (--pose). "
                                         "'train ginr' runs: test instance --index I at --scale K.")
     render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image', 'fit scene' or 'train ginr'")
-    render.add_argument("--index", type=int, help="'train ginr' runs: the test instance to render")
+    render.add_argument("--index", type=int, help="'train ginr' runs: the test instance to render; 'fit images' "
+                                                  "runs: the image")
     scale = render.add_mutually_exclusive_group()
     scale.add_argument("--scale", type=float, help="image runs: output pixels per fitted pixel, e.g. 4")
     scale.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="exact output size")
@@ -90,8 +91,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         return _render_scene(args)
     if is_ginr_run(args.run):
         return _render_instance(args)
-    if args.index is not None:
-        raise NfieldsError("--index is for 'train ginr' runs; an image run renders its one image.")
+    if (args.run / "fields.safetensors").exists() and args.index is None:
+        raise NfieldsError("a 'fit images' run holds one field per image: give --index I (and --scale K).")
+    if args.index is not None and not (args.run / "fields.safetensors").exists():
+        raise NfieldsError("--index is for 'train ginr' and 'fit images' runs; an image run renders its one image.")
     if args.scale is None and args.size is None:
         raise NfieldsError("an image run renders at --scale K or --size H W; give one of them.")
     return _render_image(args)
@@ -129,7 +132,7 @@ def _render_image(args: argparse.Namespace) -> int:
 
     if args.orbit or args.pose or args.depth:
         raise NfieldsError("--orbit, --pose and --depth are for scene runs; an image run renders at --scale or --size.")
-    fitted = load_fitted(args.run, args.device)
+    fitted = load_fitted(args.run, args.device) if args.index is None else _fitted_of_many(args)
     height, width = fitted.output_size(*(args.size or (None, None)), scale=args.scale, region=args.region)
     with tqdm(total=height, desc="render", unit="row", file=sys.stderr, disable=height * width < 1 << 22) as bar:
         image = fitted.render(height, width, region=args.region, chunk=args.chunk or 1 << 18, progress=bar)
@@ -139,6 +142,19 @@ def _render_image(args: argparse.Namespace) -> int:
         raise NfieldsError(f"cannot write '{args.out}' ({error}); use a .png, .jpg or .tif name.") from None
     print(f"wrote {args.out} ({width}x{height})")
     return 0
+
+
+def _fitted_of_many(args: argparse.Namespace):
+    """Image --index of a 'fit images' run, on --device."""
+    from ..jobs.fit_images import load_fitted_images
+    from ..train.device import resolve_device
+
+    fields = load_fitted_images(args.run)
+    if not -len(fields) <= args.index < len(fields):
+        raise NfieldsError(f"--index {args.index} is out of range: the run holds {len(fields)} fields.")
+    fitted = fields.fitted(args.index)
+    fitted.field.to(resolve_device(args.device))
+    return fitted
 
 
 def cmd_export(args: argparse.Namespace) -> int:
