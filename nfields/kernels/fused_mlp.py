@@ -140,6 +140,21 @@ def _tile(pid, WIDTH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
 
 
 @triton.jit
+def _saved_tile(s_ptr, x_ptr, w0_ptr, b0_ptr, row0, offs, cols, N, omega0, IN: tl.constexpr, WIDTH: tl.constexpr,
+                RECOMPUTE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A backward tile's rows, their mask, its offsets, and what the forward saved for it (Z for sin, X for relu),
+    or Z_0 recomputed from x (RECOMPUTE)."""
+    rows = row0 + offs
+    row_mask = rows < N
+    tile = row0 * WIDTH + (offs[:, None] * WIDTH + cols[None, :])
+    if RECOMPUTE:
+        s = _first_z(x_ptr, w0_ptr, b0_ptr, rows, row_mask, cols, omega0, IN, BLOCK_M, BLOCK_N)
+    else:
+        s = tl.load(s_ptr + tile)
+    return rows, row_mask, tile, s
+
+
+@triton.jit
 def _first_z(x_ptr, w0_ptr, b0_ptr, rows, row_mask, cols, omega0, IN: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Z_0 = x (w_0 W_0)^T + w_0 b_0 on a tile, in exact fp32 (in_features is small); rows past N get x = 0."""
@@ -262,13 +277,8 @@ def _output_backward_kernel(dy_ptr, wo_ptr, s_ptr, x_ptr, w0_ptr, b0_ptr, dz_ptr
     s is what the forward stored for the last hidden layer (Z_L for sin, X_L for relu); with no hidden layers
     (FIRST), Z_0 is recomputed from x (RECOMPUTE)."""
     row0, offs, cols, first_col = _tile(tl.program_id(0), WIDTH, BLOCK_M, BLOCK_N)
-    rows = row0 + offs
-    row_mask = rows < N
-    tile = row0 * WIDTH + (offs[:, None] * WIDTH + cols[None, :])
-    if RECOMPUTE:
-        s = _first_z(x_ptr, w0_ptr, b0_ptr, rows, row_mask, cols, omega0, IN, BLOCK_M, BLOCK_N)
-    else:
-        s = tl.load(s_ptr + tile)
+    rows, row_mask, tile, s = _saved_tile(s_ptr, x_ptr, w0_ptr, b0_ptr, row0, offs, cols, N, omega0, IN, WIDTH,
+                                          RECOMPUTE, BLOCK_M, BLOCK_N)
     xact = _act(s, ACT)  # sin Z_L, or relu(X_L) = X_L
     dx = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for o in tl.static_range(OUT):
@@ -296,13 +306,8 @@ def _backward_gemm_kernel(a_ptr, wt_ptr, s_ptr, x_ptr, w0_ptr, b0_ptr, dz_ptr, d
     instead (relu reads X_0: relu'(Z_0) is X_0 > 0)."""
     row0, offs, cols, first_col = _tile(tl.program_id(0), WIDTH, BLOCK_M, BLOCK_N)
     dx = _gemm(a_ptr, wt_ptr, row0, offs, cols, WIDTH, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
-    rows = row0 + offs
-    row_mask = rows < N
-    tile = row0 * WIDTH + (offs[:, None] * WIDTH + cols[None, :])
-    if RECOMPUTE:
-        s = _first_z(x_ptr, w0_ptr, b0_ptr, rows, row_mask, cols, omega0, IN, BLOCK_M, BLOCK_N)
-    else:
-        s = tl.load(s_ptr + tile)
+    rows, row_mask, tile, s = _saved_tile(s_ptr, x_ptr, w0_ptr, b0_ptr, row0, offs, cols, N, omega0, IN, WIDTH,
+                                          RECOMPUTE, BLOCK_M, BLOCK_N)
     if FIRST:
         dz = _act_grad(dx, s, ACT) * omega0
     else:

@@ -48,9 +48,10 @@ def _corner(x_ptr, rows, row_mask, res, max_vertex, is_dense, table_mask, stride
 
 
 @triton.jit
-def _hash_forward(x_ptr, table_ptr, out_ptr, res_ptr, max_ptr, dense_ptr, offsets_ptr, strides_ptr, primes_ptr,
-                  N, L, table_mask, D: tl.constexpr, F: tl.constexpr, F_P2: tl.constexpr,
-                  BLOCK_N: tl.constexpr):
+def _level_tile(res_ptr, max_ptr, dense_ptr, offsets_ptr, N, L, F: tl.constexpr, F_P2: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """Program -> (level, rows, row mask, feature lanes, row x feature mask, and the level's resolution, largest
+    vertex, dense flag and table offset); levels vary fastest, so neighbouring programs share output rows."""
     pid = tl.program_id(0)
     level = pid % L
     block = pid // L
@@ -58,10 +59,16 @@ def _hash_forward(x_ptr, table_ptr, out_ptr, res_ptr, max_ptr, dense_ptr, offset
     row_mask = rows < N
     feats = tl.arange(0, F_P2)
     mask2 = row_mask[:, None] & (feats < F)[None, :]
-    res = tl.load(res_ptr + level)
-    max_vertex = tl.load(max_ptr + level)
-    is_dense = tl.load(dense_ptr + level)
-    offset = tl.load(offsets_ptr + level)
+    return (level, rows, row_mask, feats, mask2, tl.load(res_ptr + level), tl.load(max_ptr + level),
+            tl.load(dense_ptr + level), tl.load(offsets_ptr + level))
+
+
+@triton.jit
+def _hash_forward(x_ptr, table_ptr, out_ptr, res_ptr, max_ptr, dense_ptr, offsets_ptr, strides_ptr, primes_ptr,
+                  N, L, table_mask, D: tl.constexpr, F: tl.constexpr, F_P2: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    level, rows, row_mask, feats, mask2, res, max_vertex, is_dense, offset = _level_tile(
+        res_ptr, max_ptr, dense_ptr, offsets_ptr, N, L, F, F_P2, BLOCK_N)
 
     acc = tl.zeros([BLOCK_N, F_P2], tl.float32)
     for c in tl.static_range(1 << D):
@@ -76,17 +83,8 @@ def _hash_forward(x_ptr, table_ptr, out_ptr, res_ptr, max_ptr, dense_ptr, offset
 def _hash_backward(x_ptr, grad_out_ptr, grad_table_ptr, res_ptr, max_ptr, dense_ptr, offsets_ptr, strides_ptr,
                    primes_ptr, N, L, table_mask, D: tl.constexpr, F: tl.constexpr, F_P2: tl.constexpr,
                    BLOCK_N: tl.constexpr):
-    pid = tl.program_id(0)
-    level = pid % L
-    block = pid // L
-    rows = (block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    row_mask = rows < N
-    feats = tl.arange(0, F_P2)
-    mask2 = row_mask[:, None] & (feats < F)[None, :]
-    res = tl.load(res_ptr + level)
-    max_vertex = tl.load(max_ptr + level)
-    is_dense = tl.load(dense_ptr + level)
-    offset = tl.load(offsets_ptr + level)
+    level, rows, row_mask, feats, mask2, res, max_vertex, is_dense, offset = _level_tile(
+        res_ptr, max_ptr, dense_ptr, offsets_ptr, N, L, F, F_P2, BLOCK_N)
 
     grad = tl.load(grad_out_ptr + rows[:, None] * (L * F) + level * F + feats[None, :], mask=mask2, other=0.0)
     for c in tl.static_range(1 << D):
