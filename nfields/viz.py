@@ -42,11 +42,12 @@ def save_image(values: np.ndarray, path: str | Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def _figure_bytes(fig) -> bytes:
+def figure_bytes(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (for write_bytes_atomic); closes the figure."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -85,7 +86,7 @@ def save_comparison(target: np.ndarray, reconstruction: np.ndarray, path: str | 
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))
 
 
 def save_grid(rows, row_titles: list[str], path: str | Path, title: str = "", captions=None,
@@ -118,7 +119,7 @@ def save_grid(rows, row_titles: list[str], path: str | Path, title: str = "", ca
         axes[r][0].set_ylabel(row_titles[r], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))
 
 
 def save_curve(train: list[dict], evals: list[dict], path: str | Path, title: str = "") -> None:
@@ -140,7 +141,26 @@ def save_curve(train: list[dict], evals: list[dict], path: str | Path, title: st
     axes[0].legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))
+
+
+def save_histogram(values: np.ndarray, path: str | Path, title: str, xlabel: str, ylabel: str = "count",
+                   marker: float | None = None, marker_label: str = "") -> None:
+    """A histogram of `values`, with an optional dashed vertical line at `marker`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(values, bins=min(50, max(5, len(values) // 10)), color="tab:blue")
+    if marker is not None:
+        ax.axvline(marker, color="tab:red", linestyle="--", label=marker_label)
+        ax.legend()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    write_bytes_atomic(path, figure_bytes(fig))
 
 
 def save_audio_comparison(target: np.ndarray, reconstruction: np.ndarray, rate: int, path: str | Path,
@@ -171,4 +191,4 @@ def save_audio_comparison(target: np.ndarray, reconstruction: np.ndarray, rate: 
     axes[3].set_xlabel("seconds")
     if title:
         fig.suptitle(title + ("" if target.shape[1] == 1 else f" (channel 1 of {target.shape[1]})"))
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -190,8 +189,10 @@ def run_fit_images(config: FitImagesConfig, out: Path, resume: bool = False, ove
     write_json_atomic(out / "metrics.json", metrics)
     write_psnr_csv(fitted, data.names, out / "psnr.csv")
     save_reconstructions(fitted, data, out / "reconstructions.png")
-    save_psnr_histogram(fitted.psnr.numpy(), config.target_psnr, out / "psnr_histogram.png",
-                        f"{config.field} on {len(data)} {data.name} images")
+    psnr = fitted.psnr.numpy()
+    viz.save_histogram(psnr, out / "psnr_histogram.png",
+                       f"{config.field} on {len(data)} {data.name} images: mean {psnr.mean():.2f} dB", "PSNR (dB)",
+                       "images", config.target_psnr, f"target {config.target_psnr:g} dB" if config.target_psnr else "")
     return metrics
 
 
@@ -228,23 +229,3 @@ def save_reconstructions(fitted: FittedImages, data: ImageDataset, path: Path) -
         titles += ["target", "fitted"]
         captions += [None, [f"{float(fitted.psnr[i]):.1f} dB" for i in part]]
     viz.save_grid(rows, titles, path, f"images 0-{shown - 1}", captions)
-
-
-def save_psnr_histogram(psnr: np.ndarray, target: float | None, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(psnr, bins=min(50, max(5, len(psnr) // 10)), color="tab:blue")
-    if target is not None:
-        ax.axvline(target, color="tab:red", linestyle="--", label=f"target {target:g} dB")
-        ax.legend()
-    ax.set_xlabel("PSNR (dB)")
-    ax.set_ylabel("images")
-    ax.set_title(f"{title}: mean {psnr.mean():.2f} dB")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())

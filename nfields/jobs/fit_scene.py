@@ -221,7 +221,7 @@ def save_views_picture(test: SceneViews, renders, shown: list[int], psnrs: list[
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    write_bytes_atomic(path, viz._figure_bytes(fig))
+    write_bytes_atomic(path, viz.figure_bytes(fig))
 
 
 def run_fit_scene(config: FitSceneConfig, out: Path, resume: bool = False, overwrite: bool = False,

@@ -214,7 +214,7 @@ def save_frames_picture(target: VideoSignal, frames: list[int], reconstructed: l
         ax.set_yticks([])
     fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
     fig.suptitle(title)
-    write_bytes_atomic(path, viz._figure_bytes(fig))
+    write_bytes_atomic(path, viz.figure_bytes(fig))
 
 
 def picture_frames(num_frames: int, count: int = 4) -> list[int]:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
+from .. import viz
 from ..errors import NfieldsError
 from ..fields import parameter_count
 from ..generative.denoisers import (DENOISERS, denoiser_for_shape, denoiser_from_spec, denoiser_spec,
@@ -373,8 +374,6 @@ def write_outputs(out: Path, prior: LatentPrior, stage1: GINRRun, config: TrainD
 
 def save_mosaic(images: np.ndarray, path: Path, row_titles: list[str], title: str) -> None:
     """(R, K, H, W, C) images in [0, 1] as one picture (one axis: fast for many samples), a title per row."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -395,17 +394,12 @@ def save_mosaic(images: np.ndarray, path: Path, row_titles: list[str], title: st
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(title, fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, viz.figure_bytes(fig, dpi=100))
 
 
 def save_loss_curve(train: list[dict], evals: list[dict], path: Path, title: str) -> None:
     """The x0-prediction loss (log scale) against step and training seconds: training batches, and the
     fixed-noise evaluations of the EMA denoiser."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -424,10 +418,7 @@ def save_loss_curve(train: list[dict], evals: list[dict], path: Path, title: str
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right")
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, viz.figure_bytes(fig, dpi=100))
 
 
 # -- using a trained prior ---------------------------------------------------------------------------------------

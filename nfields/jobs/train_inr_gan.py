@@ -254,7 +254,7 @@ def save_loss_curve(train: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import _figure_bytes
+    from ..viz import figure_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, x in zip(axes, ("step", "seconds")):
@@ -265,7 +265,7 @@ def save_loss_curve(train: list[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right")
     fig.suptitle(title)
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))
 
 
 # -- a finished run: the API behind `nfields generate` ---------------------------------------------------------

@@ -95,7 +95,7 @@ def save_shape_preview(panels: list[tuple[str, np.ndarray, np.ndarray | None, np
     import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from ..viz import _figure_bytes
+    from ..viz import figure_bytes
 
     fig = plt.figure(figsize=(3.3 * len(VIEWS), 3.3 * len(panels)))
     rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def save_shape_preview(panels: list[tuple[str, np.ndarray, np.ndarray | None, np
                 ax.set_title(name + ("" if faces is None or len(faces) else " (empty)"), loc="left")
     if title:
         fig.suptitle(title)
-    write_bytes_atomic(path, _figure_bytes(fig))
+    write_bytes_atomic(path, figure_bytes(fig))
 
 
 def _view_direction(elevation: float, azimuth: float) -> np.ndarray:
