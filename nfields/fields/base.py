@@ -34,11 +34,24 @@ class Field(nn.Module):
         raise NotImplementedError
 
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=lr)
+        return adam(self.parameters(), lr)
 
     def spec(self) -> dict:
         return {"name": self.registry_name, "in_features": self.in_features,
                 "out_features": self.out_features, "config": dataclasses.asdict(self.config)}
+
+
+def adam(params, lr: float, **options: Any) -> torch.optim.Adam:
+    """torch.optim.Adam; on CUDA nfields' Adam (kernels.adam: the same update, one Triton kernel per parameter
+    over the whole GPU, where PyTorch's Adam runs a small field's update on a few SMs)."""
+    params = list(params)
+    if params and all(p.is_cuda for p in params):
+        from ..kernels import triton_available
+        if triton_available():
+            from ..kernels.adam import Adam
+            return Adam(params, lr=lr, **options)
+        return torch.optim.Adam(params, lr=lr, fused=True, **options)
+    return torch.optim.Adam(params, lr=lr, foreach=True, **options)
 
 
 def make_field(name: str, in_features: int, out_features: int, **options: Any) -> Field:

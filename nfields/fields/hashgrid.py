@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..encodings import HashGridEncoding
-from .base import FIELDS
+from .base import FIELDS, adam
 from .mlp import CoordinateMLP
 
 
@@ -35,8 +35,4 @@ class HashGridField(CoordinateMLP):
 
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         # The paper's Adam: beta2 = 0.99 and eps = 1e-15, so rarely-touched table entries still move.
-        # On CUDA one fused kernel updates every parameter (the table is most of them); elsewhere foreach.
-        params = list(self.parameters())
-        on_cuda = all(p.is_cuda for p in params)
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15,
-                                **({"fused": True} if on_cuda else {"foreach": True}))
+        return adam(self.parameters(), lr, betas=(0.9, 0.99), eps=1e-15)

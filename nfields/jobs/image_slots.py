@@ -133,7 +133,7 @@ class ImageSlotsObjective:
         """The field's own Adam settings (its lr, betas and eps), with per-slot state."""
         lr = self.config.lr or self.template.default_lr
         reference = self.template.make_optimizer(lr)
-        if type(reference) is not torch.optim.Adam or reference.defaults.get("weight_decay") or \
+        if not isinstance(reference, torch.optim.Adam) or reference.defaults.get("weight_decay") or \
                 reference.defaults.get("amsgrad"):
             raise NfieldsError(f"field '{self.config.field}' trains with {type(reference).__name__} settings that "
                                f"batched fitting does not have (it runs plain Adam per slot).")
