@@ -13,6 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import nfields
 from nfields.kernels import set_kernel
+from nfields.train.graph import make_capturable
 
 
 def step_fn(field, coords, target, optimizer):
@@ -58,7 +59,8 @@ def main() -> None:
         torch.manual_seed(0)
         field = nfields.make_field("siren", 2, 1, width=args.width).cuda()
         set_kernel(field, kernel, coords.device)
-        optimizer = torch.optim.Adam(field.parameters(), lr=1e-4, capturable=True)
+        optimizer = field.make_optimizer(1e-4)  # the fields' Adam, as fit_kernels.py and the trainer use
+        make_capturable(optimizer)
         step = step_fn(field, coords, target, optimizer)
         for _ in range(5):
             step()
