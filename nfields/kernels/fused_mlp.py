@@ -393,12 +393,15 @@ def _row_config(width: int, backward: bool = False) -> tuple[int, int, int]:
     return 32, block_n, 4
 
 
-def _precision() -> tuple[str, torch.dtype]:
-    """(tl.dot's input precision, the storage dtype): float16 storage when PyTorch's matmuls are tf32
-    (--precision tf32; fp16 dots), else float32 storage and true-fp32 dots."""
-    if torch.backends.cuda.matmul.allow_tf32:
-        return "tf32", torch.float16
-    return "ieee", torch.float32
+def _storage_dtype() -> torch.dtype:
+    """What the kernels store between each other: float16 when PyTorch's matmuls are tf32 (--precision tf32),
+    else float32."""
+    return torch.float16 if torch.backends.cuda.matmul.allow_tf32 else torch.float32
+
+
+def _dot_precision(storage: torch.dtype) -> str:
+    """tl.dot's input precision for that storage: fp16 dots (the argument is then unused), or true fp32."""
+    return "tf32" if storage == torch.float16 else "ieee"
 
 
 def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -435,7 +438,7 @@ def _forward(x, act, omega0, omega, w0, b0, wo, bo, ws, bs, save, storage):
     last = torch.empty(padded, width, device=device, dtype=torch.float32) if save and count else None
     if n == 0:
         return y, xs, cs, last, padded
-    precision = "tf32" if storage == torch.float16 else "ieee"
+    precision = _dot_precision(storage)
     row_m, row_n, row_warps = _row_config(width)
     _first_forward_kernel[(padded // row_m * (width // row_n),)](
         x, w0, b0, xs[0] if count else y, y, wo, bo, n, omega0, IN=in_f, IN_DOT=in_f > CHAIN_DW0_MAX_IN,
@@ -467,7 +470,7 @@ class FusedMLPFunction(torch.autograd.Function):
         x = x.contiguous()
         params = [t.contiguous() for t in (w0, b0, wo, bo) + hidden]
         w0, b0, wo, bo = params[:4]
-        _, storage = _precision()
+        storage = _storage_dtype()
         ws = [w.to(storage) for w in params[4:4 + count]]  # the GEMMs' copies (the weights themselves in fp32)
         bs = params[4 + count:]
         y, xs, cs, last, padded = _forward(x, act, float(omega0), float(omega), w0, b0, wo, bo, ws, bs,
@@ -502,7 +505,7 @@ class FusedMLPFunction(torch.autograd.Function):
         block_m, block_n, block_k, stages, warps = _config(width, backward=True)
         common = dict(IN=in_f, WIDTH=width, ACT=act)
         row_m, row_n, row_warps = _row_config(width, backward=True)
-        precision = "tf32" if storage == torch.float16 else "ieee"
+        precision = _dot_precision(storage)
         unused = db  # a placeholder for pointers a launch does not touch
         block = 1024
         _grad_max_kernel[(triton.cdiv(dy.numel(), block),)](dy, grad_max, dy.numel(), BLOCK=block)
@@ -547,7 +550,7 @@ def fused_mlp(x: torch.Tensor, activation: str, omega0: float, omega: float, fir
         with torch.no_grad():
             p = [t.detach().contiguous() for t in params]
             count = len(hidden)
-            _, storage = _precision()
+            storage = _storage_dtype()
             y = _forward(flat, ACTIVATIONS[activation], float(omega0), float(omega), *p[:4],
                          [w.to(storage) for w in p[4:4 + count]], p[4 + count:], save=False, storage=storage)[0]
     return y.reshape(*lead, y.shape[-1])
