@@ -1,4 +1,4 @@
-"""nfields' Adam (kernels.adam): torch.optim.Adam's update, one Triton kernel per parameter on CUDA."""
+"""nfields' Adam (kernels.adam): torch.optim.Adam's update; in CUDA graphs one Triton kernel per parameter."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 pytest.importorskip("triton")
 
 from nfields.fields.base import adam  # noqa: E402
+from nfields.kernels import adam as adam_module  # noqa: E402
 from nfields.kernels.adam import Adam, adam_update_  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -60,24 +61,39 @@ def test_fields_get_torch_adam_off_cuda():
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.gpu
-def test_adam_class_matches_torch_and_keeps_its_state_dict():
-    """On CUDA the class runs the kernels; its parameters and state_dict are torch.optim.Adam's, and a state
-    saved by torch.optim.Adam resumes in it."""
+def test_adam_class_matches_torch_and_keeps_its_state_dict(monkeypatch):
+    """On CUDA, eager steps take torch's fused Adam and steps captured in a CUDA graph the kernels, on one
+    state; the parameters and state_dict are torch.optim.Adam's, and a state saved by torch.optim.Adam
+    resumes in it."""
     g = torch.Generator().manual_seed(1)
     shapes = [(256, 256), (256,), (1, 256)]
     params = [torch.randn(s, generator=g) for s in shapes]
-    steps = 6
+    steps = 8
     grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(steps)]
     want, reference = reference_run(params, grads, steps, lr=1e-3)
     ours = [p.cuda().requires_grad_(True) for p in params]
     optimizer = adam(ours, 1e-3)
-    assert isinstance(optimizer, Adam) and optimizer._fast()
-    for step in range(steps):
+    assert isinstance(optimizer, Adam) and optimizer._fast() and optimizer.defaults["fused"]
+    for step in range(3):  # eager
         for p, grad in zip(ours, grads[step]):
             p.grad = grad.cuda()
         optimizer.step()
+    calls = []
+    monkeypatch.setattr(adam_module, "adam_update_", lambda *a, **k: (calls.append(1), adam_update_(*a, **k)))
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.cuda.graph(graph):
+        optimizer.step()  # captured, not run
+    assert len(calls) == len(shapes)
+    for step in range(3, steps):
+        for p, grad in zip(ours, grads[step]):
+            p.grad.copy_(grad.cuda())
+        graph.replay()
+    torch.cuda.synchronize()
     for p, w in zip(ours, want):
         assert torch.allclose(p.detach().cpu(), w, rtol=1e-5, atol=1e-6)
+    assert all(s["step"].item() == steps for s in optimizer.state.values())
     assert optimizer.state_dict()["state"].keys() == reference.state_dict()["state"].keys()
     resumed = adam([p.detach().cuda().requires_grad_(True) for p in want], 1e-3)
     resumed.load_state_dict(reference.state_dict())

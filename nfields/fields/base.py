@@ -42,14 +42,15 @@ class Field(nn.Module):
 
 
 def adam(params, lr: float, **options: Any) -> torch.optim.Adam:
-    """torch.optim.Adam; on CUDA nfields' Adam (kernels.adam: the same update, one Triton kernel per parameter
-    over the whole GPU, where PyTorch's Adam runs a small field's update on a few SMs)."""
+    """torch.optim.Adam; on CUDA nfields' Adam (kernels.adam: the same update, in CUDA graphs one Triton kernel
+    per parameter over the whole GPU, where PyTorch's Adam runs a small field's update on a few SMs; eagerly
+    torch's fused Adam)."""
     params = list(params)
     if params and all(p.is_cuda for p in params):
         from ..kernels import triton_available
         if triton_available():
             from ..kernels.adam import Adam
-            return Adam(params, lr=lr, **options)
+            return Adam(params, lr=lr, fused=True, **options)
         return torch.optim.Adam(params, lr=lr, fused=True, **options)
     return torch.optim.Adam(params, lr=lr, foreach=True, **options)
 

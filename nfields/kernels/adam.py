@@ -1,10 +1,13 @@
-"""Adam whose CUDA update is one Triton kernel per parameter, spread over the whole GPU.
+"""Adam whose update inside a CUDA graph is one Triton kernel per parameter, spread over the whole GPU.
 
 PyTorch's fused and foreach Adam kernels give every 65,536-element chunk of a tensor one thread block, so a
 small field's whole update (a SIREN of width 256: three 65,536-element weights and a few vectors) runs on a
 handful of the GPU's SMs for ~35 us, a twentieth of a fused training step. Here every parameter gets
 cdiv(numel, BLOCK) programs. The arithmetic, the state (step, exp_avg, exp_avg_sq) and the state_dict are
 torch.optim.Adam's; options it does not cover (amsgrad, maximize, tensor lr, CPU) take torch's own step.
+
+The kernels run only while a CUDA graph is being captured. Eagerly, each of them costs a Python launch
+(~15 us), and torch's fused Adam, one launch for all parameters, is faster for a small field's step.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 
 
 class Adam(torch.optim.Adam):
-    """torch.optim.Adam with the per-parameter Triton update on CUDA (see the module's docstring)."""
+    """torch.optim.Adam with the per-parameter Triton update in CUDA graphs (see the module's docstring);
+    build it with fused=True so that eager steps take torch's fused kernel."""
 
     def _fast(self) -> bool:
         return triton_available() and all(
@@ -61,7 +65,7 @@ class Adam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not self._fast():
+        if not (torch.cuda.is_current_stream_capturing() and self._fast()):
             return super().step(closure)
         loss = None
         if closure is not None:
