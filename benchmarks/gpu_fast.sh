@@ -9,7 +9,7 @@ export PYTHONPATH=$PWD:$PYTHONPATH
 for part in ${*:-tests kernels hashgrid images}; do
   case $part in
     tests) timeout 240 python -m pytest -q -m gpu tests/test_fused_mlp.py tests/test_hashgrid_fused.py \
-             tests/test_cuda_graph.py tests/test_fit_images.py > "$OUT/tests.txt" 2>&1 ;;
+             tests/test_cuda_graph.py tests/test_fit_images.py tests/test_adam.py > "$OUT/tests.txt" 2>&1 ;;
     kernels) timeout 400 python benchmarks/fit_kernels.py --device cuda --json "$OUT/fit_kernels_cuda.json" > "$OUT/kernels.txt" 2>&1 ;;
     hashgrid) timeout 200 python benchmarks/fit_hashgrid.py --device cuda --json "$OUT/fit_hashgrid_cuda.json" > "$OUT/hashgrid.txt" 2>&1 ;;
     images) timeout 400 python benchmarks/fit_images.py --device cuda --json "$OUT/fit_images_cuda.json" > "$OUT/images.txt" 2>&1 ;;

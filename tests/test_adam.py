@@ -48,8 +48,10 @@ def test_update_kernel_matches_torch_adam(weight_decay):
     for p, w, (m, v), ref in zip(got, want, moments, reference.param_groups[0]["params"]):
         state = reference.state[ref]
         assert torch.allclose(p.cpu(), w, rtol=1e-5, atol=1e-6), (p.cpu() - w).abs().max()
-        for ours, theirs in [(m, state["exp_avg"]), (v, state["exp_avg_sq"])]:  # a few ulps of the largest value
-            assert (ours.cpu() - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+        # As the parameters: on CUDA the kernel's FMAs round differently from torch's CPU ops, and the moments
+        # once held values up to 100x their final ones (gradients scaled by 0.1-10), so an absolute floor too.
+        for ours, theirs in [(m, state["exp_avg"]), (v, state["exp_avg_sq"])]:
+            assert torch.allclose(ours.cpu(), theirs, rtol=1e-5, atol=1e-6), (ours.cpu() - theirs).abs().max()
     assert all(c.item() == steps for c in counts)
 
 
