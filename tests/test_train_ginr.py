@@ -3,6 +3,7 @@ on two CPU processes, the locality of a trained toy model, and every bad input o
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -181,7 +182,8 @@ def _gradients() -> dict[str, torch.Tensor]:
 def _ddp_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))  # a lost peer fails the test, not CI's clock
     try:
         gradients = _gradients()
         if rank == 0:
