@@ -9,7 +9,8 @@ Every width x width layer is a standard, pipelined tiled GEMM (tl.dot on tensor 
 tiles), with the elementwise work fused into its epilogue; the thin first and last layers (in_features <= 64,
 out_features <= 16) are fused into elementwise row kernels and epilogues:
 
-forward   F0  X_0 = act(x (w_0 W_0)^T + w_0 b_0)    row kernel (broadcast FMAs; an exact-fp32 dot for in > 4)
+forward   F0  X_0 = act(x (w_0 W_0)^T + w_0 b_0)    row kernel (exact-fp32 broadcast FMAs); for in > 4 a dot
+              (tf32 in tf32 mode, as PyTorch's first matmul there) on the forward GEMM's tiles
           Fl  Z_l = X_{l-1} (W_l)^T w_l + w_l b_l, l = 1..L      GEMM; the epilogue stores X_l = act(Z_l) (the
               next GEMM's A operand and the weight gradient's) and C_l = cos Z_l (sin: backward's act'); the
               last one stores Z_L itself (sin) or X_L (relu) in fp32 and adds its share of y = X_L W_out^T + b_out
@@ -36,7 +37,8 @@ power-of-two scale: dZ'_L is multiplied by 2^(4-e), where 2^(e-1) <= max |dY| < 
 every sum (db, dW) is unscaled in fp32. [Our choice: the step is memory-bound, and halving its bytes is what
 brings it near the hardware's limits.]
 In true fp32 (--precision fp32) the same kernels store float32 and use exact-fp32 ("ieee") dots.
-Exact fp32 in both: Z_L (X_L for relu), the thin first and last layers, y, and every gradient sum.
+Exact fp32 in both: Z_L (X_L for relu), the thin (in <= 4) first and the last layers, y, and every gradient
+sum.
 
 Activation buffers are padded to whole row tiles, so the GEMMs load and store without masks; the padded
 rows hold finite values (computed from x = 0) and get zero gradients (dY = 0 there).
@@ -233,19 +235,19 @@ def _store_grad(dz, to_stored, to_true, dz_ptr, db_ptr, dw0_ptr, x_ptr, tile, ro
 def _first_forward_kernel(x_ptr, w0_ptr, b0_ptr, xo_ptr, y_ptr, wo_ptr, bo_ptr, N, omega0,
                           IN: tl.constexpr, IN_DOT: tl.constexpr, IN_PAD: tl.constexpr, WIDTH: tl.constexpr,
                           OUT: tl.constexpr, ACT: tl.constexpr, STORE_X: tl.constexpr, LAST: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """F0: X_0 = act(Z_0) on a tile (stored for the first GEMM); with no hidden layers, y's share instead."""
     row0, offs, cols, first_col = _tile(tl.program_id(0), WIDTH, BLOCK_M, BLOCK_N)
     rows = row0 + offs
     row_mask = rows < N
     if not IN_DOT:
         z = _first_z(x_ptr, w0_ptr, b0_ptr, rows, row_mask, cols, omega0, IN, BLOCK_M, BLOCK_N)
-    else:  # wider inputs (positional encodings): one exact-fp32 dot over 2-D tiles of x and W_0
+    else:  # wider inputs (positional encodings): one dot over 2-D tiles of x and W_0, tf32 as PyTorch's in tf32 mode
         ins = tl.arange(0, IN_PAD)
         xt = tl.load(x_ptr + rows[:, None] * IN + ins[None, :], mask=row_mask[:, None] & (ins < IN)[None, :],
                      other=0.0)
         wt = tl.load(w0_ptr + cols[:, None] * IN + ins[None, :], mask=(ins < IN)[None, :], other=0.0) * omega0
-        z = tl.dot(xt, tl.trans(wt), input_precision="ieee") + (tl.load(b0_ptr + cols) * omega0)[None, :]
+        z = tl.dot(xt, tl.trans(wt), input_precision=PRECISION) + (tl.load(b0_ptr + cols) * omega0)[None, :]
     xact, _ = _activate(z, ACT)
     if STORE_X:
         _store(xo_ptr + row0 * WIDTH + (offs[:, None] * WIDTH + cols[None, :]), xact)
@@ -393,6 +395,19 @@ def _row_config(width: int, backward: bool = False) -> tuple[int, int, int]:
     return 32, block_n, 4
 
 
+def _first_config(width: int, in_dot: bool) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of the first-layer kernel: the elementwise row tiles for a few inputs, the
+    forward GEMM's tiles where Z_0 is a dot (wide inputs)."""
+    if not in_dot:
+        return _row_config(width)
+    if width >= 256 and not os.environ.get("NFIELDS_FUSED_TILES"):
+        # H100, graphed ReLU+PE step at 256^2 / 512^2 (ms): 0.567 / 1.891; the other tiles tried (64-128 rows x
+        # 64-256 columns, 4-8 warps) 0.568-0.577 / 1.910-1.933; the elementwise row tiles 0.588 / 1.972.
+        return 64, 128, 4
+    block_m, block_n, _, _, warps = _config(width)
+    return block_m, block_n, warps
+
+
 def _storage_dtype() -> torch.dtype:
     """What the kernels store between each other: float16 when PyTorch's matmuls are tf32 (--precision tf32),
     else float32."""
@@ -416,7 +431,7 @@ def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _padded_rows(n: int, width: int) -> int:
     """Rows of the activation buffers: n rounded up to whole row tiles of every kernel that reads or writes them."""
     tile = max(_config(width)[0], _config(width, backward=True)[0], _row_config(width)[0],
-               _row_config(width, backward=True)[0])
+               _row_config(width, backward=True)[0], _first_config(width, True)[0])
     return triton.cdiv(n, tile) * tile
 
 
@@ -439,11 +454,12 @@ def _forward(x, act, omega0, omega, w0, b0, wo, bo, ws, bs, save, storage):
     if n == 0:
         return y, xs, cs, last, padded
     precision = _dot_precision(storage)
-    row_m, row_n, row_warps = _row_config(width)
-    _first_forward_kernel[(padded // row_m * (width // row_n),)](
-        x, w0, b0, xs[0] if count else y, y, wo, bo, n, omega0, IN=in_f, IN_DOT=in_f > CHAIN_DW0_MAX_IN,
+    in_dot = in_f > CHAIN_DW0_MAX_IN
+    first_m, first_n, first_warps = _first_config(width, in_dot)
+    _first_forward_kernel[(padded // first_m * (width // first_n),)](
+        x, w0, b0, xs[0] if count else y, y, wo, bo, n, omega0, IN=in_f, IN_DOT=in_dot,
         IN_PAD=max(16, triton.next_power_of_2(in_f)), WIDTH=width, OUT=out_f, ACT=act, STORE_X=count > 0,
-        LAST=count == 0, BLOCK_M=row_m, BLOCK_N=row_n, num_warps=row_warps)
+        LAST=count == 0, PRECISION=precision, BLOCK_M=first_m, BLOCK_N=first_n, num_warps=first_warps)
     unused = y  # a placeholder for pointers a launch does not touch
     for layer in range(1, count + 1):
         is_last = layer == count
