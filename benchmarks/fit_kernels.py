@@ -180,8 +180,12 @@ def window_median(evals: dict[int, float], milestone: int, fraction: float = 0.1
     return statistics.median(p for s, p in evals.items() if milestone * (1 - fraction) <= s <= milestone)
 
 
+#: The fields whose PSNR is compared, with their coordinates (as the fits use them).
+QUALITY_FIELDS = (("siren", "endpoints"), ("relu-pe", "centers"))
+
+
 def quality(size: int, milestones: list[int], device: str, every: int) -> list[dict]:
-    """SIREN's PSNR on camera at `milestones`: PyTorch fp32 against the fused kernels (tf32).
+    """Each field's PSNR on camera at `milestones` (its default lr): PyTorch fp32 against the fused kernels (tf32).
 
     Near convergence a single evaluation swings by tenths of a dB from step to step (Adam's oscillation; the
     fused kernels' atomics also make runs differ), so the fit is evaluated every `every` steps and each
@@ -189,36 +193,39 @@ def quality(size: int, milestones: list[int], device: str, every: int) -> list[d
     (steps 450-500 and 1800-2000); the comparison is between medians."""
     rows = []
     image = nfields.load_image("camera", size=(size,))
-    variants = [("torch", "fp32"), ("fused", "tf32")]
-    for kernel, precision in variants:
-        row = {"field": "siren", "size": size, "variant": f"{kernel}-{precision}"}
-        if kernel == "fused" and not (device == "cuda" and triton_available()):
-            row["note"] = "skipped: the fused kernels need CUDA and Triton"
-        else:
-            torch.manual_seed(0)
-            field = nfields.make_field("siren", 2, image.channels)
-            _, trainer = nfields.fit_image(image, field, steps=max(milestones), device=device, progress=False,
-                                           coords="endpoints", eval_every=every, eval_at=milestones,
-                                           log_every=max(milestones), checkpoint_every=10**9, kernel=kernel,
-                                           precision=precision)
-            evals = {e["step"]: e["psnr"] for e in trainer.history.evals}
-            row.update(psnr={str(m): round(evals[m], 3) for m in milestones},
-                       psnr_window_median={str(m): round(window_median(evals, m), 3) for m in milestones},
-                       eval_every=every, window="last 10% of steps before the milestone",
-                       ms_per_step=round(1000 * trainer.seconds / trainer.step, 3))
-            set_precision("fp32")
-        rows.append(row)
-        print(format_quality(row), flush=True)
-        release(device)
-    base = rows[0].get("psnr_window_median")
-    for row in rows[1:]:
-        if base and "psnr_window_median" in row:
-            row["median_minus_torch_fp32_db"] = {m: round(row["psnr_window_median"][m] - base[m], 3) for m in base}
+    for name, coords in QUALITY_FIELDS:
+        group = []
+        for kernel, precision in [("torch", "fp32"), ("fused", "tf32")]:
+            row = {"field": name, "size": size, "variant": f"{kernel}-{precision}"}
+            if kernel == "fused" and not (device == "cuda" and triton_available()):
+                row["note"] = "skipped: the fused kernels need CUDA and Triton"
+            else:
+                torch.manual_seed(0)
+                field = nfields.make_field(name, 2, image.channels)
+                _, trainer = nfields.fit_image(image, field, steps=max(milestones), device=device, progress=False,
+                                               coords=coords, eval_every=every, eval_at=milestones,
+                                               log_every=max(milestones), checkpoint_every=10**9, kernel=kernel,
+                                               precision=precision)
+                evals = {e["step"]: e["psnr"] for e in trainer.history.evals}
+                row.update(psnr={str(m): round(evals[m], 3) for m in milestones},
+                           psnr_window_median={str(m): round(window_median(evals, m), 3) for m in milestones},
+                           eval_every=every, window="last 10% of steps before the milestone",
+                           ms_per_step=round(1000 * trainer.seconds / trainer.step, 3))
+                set_precision("fp32")
+            group.append(row)
+            print(format_quality(row), flush=True)
+            release(device)
+        base = group[0].get("psnr_window_median")
+        for row in group[1:]:
+            if base and "psnr_window_median" in row:
+                row["median_minus_torch_fp32_db"] = {m: round(row["psnr_window_median"][m] - base[m], 3)
+                                                     for m in base}
+        rows += group
     return rows
 
 
 def format_quality(row: dict) -> str:
-    what = f"PSNR siren {row['size']}^2 {row['variant']:<11}"
+    what = f"PSNR {row['field']:<7} {row['size']}^2 {row['variant']:<11}"
     if "psnr" not in row:
         return f"{what} {row.get('note', '')}"
     return (what + "  ".join(f"{m:>6}: {p:6.2f} (median {row['psnr_window_median'][m]:6.2f})"

@@ -1,7 +1,9 @@
-"""Where a SIREN training step's GPU time goes: per-kernel CUDA time (torch.profiler) of the plain PyTorch step
+"""Where a SIREN (or ReLU+PE) training step's GPU time goes: per-kernel CUDA time (torch.profiler) of the plain PyTorch step
 and of the fused one, and each step's time when the whole step is replayed as one CUDA graph (no launch cost).
 
-    python benchmarks/profile_step.py --width 256 --size 256
+    python benchmarks/profile_step.py --width 256 --size 256 [--field relu-pe]
+
+The eager steps take PyTorch's fused Adam; inside the CUDA graph the fields' Adam runs its Triton kernels.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--field", default="siren", choices=["siren", "relu-pe"])
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     image = nfields.load_image("camera", size=(args.size,))
-    coords = image.coords("endpoints").cuda()
+    coords = image.coords("endpoints" if args.field == "siren" else "centers").cuda()
     target = image.targets().cuda() * 2 - 1
     for kernel in ("torch", "fused"):
         torch.manual_seed(0)
-        field = nfields.make_field("siren", 2, 1, width=args.width).cuda()
+        field = nfields.make_field(args.field, 2, 1, width=args.width).cuda()
         set_kernel(field, kernel, coords.device)
-        optimizer = field.make_optimizer(1e-4)  # the fields' Adam, as fit_kernels.py and the trainer use
+        optimizer = field.make_optimizer(field.default_lr)  # the fields' Adam, as fit_kernels.py and the trainer use
         make_capturable(optimizer)
         step = step_fn(field, coords, target, optimizer)
         for _ in range(5):
@@ -69,7 +72,7 @@ def main() -> None:
             for _ in range(10):
                 step()
             torch.cuda.synchronize()
-        print(f"== {kernel}: width {args.width}, {args.size}^2, per-kernel CUDA time over 10 steps")
+        print(f"== {kernel} {args.field}: width {args.width}, {args.size}^2, per-kernel CUDA time over 10 steps")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
         print(f"{kernel}: one CUDA graph per step: {graph_ms(step):.3f} ms/step")
 
