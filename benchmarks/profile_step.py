@@ -1,5 +1,6 @@
-"""Where a SIREN (or ReLU+PE) training step's GPU time goes: per-kernel CUDA time (torch.profiler) of the plain PyTorch step
-and of the fused one, and each step's time when the whole step is replayed as one CUDA graph (no launch cost).
+"""Where a SIREN (or ReLU+PE) training step's GPU time goes: per-kernel CUDA time (torch.profiler) of the plain
+PyTorch step and of the fused one, and each step's time when the whole step is replayed as one CUDA graph (no
+launch cost).
 
     python benchmarks/profile_step.py --width 256 --size 256 [--field relu-pe]
 
