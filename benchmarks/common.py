@@ -17,6 +17,17 @@ def header(benchmark: str, device: str) -> dict:
             "torch": torch.__version__, "date": datetime.date.today().isoformat(), "precision": "fp32"}
 
 
+def results_path(given: Path | None, name: str) -> Path:
+    """Where a run writes its JSON: --json's path, or benchmarks/results/NAME.json; the folder is made."""
+    path = given or Path(__file__).parent / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_results(path: Path, result: dict) -> None:
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def merge_results(paths, lists: tuple[str, ...] = ("rows",)) -> dict:
     """Several runs' JSON as one: the first run's header, the `lists` concatenated, each run's header kept."""
     parts = [json.loads(Path(p).read_text()) for p in paths]

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402  (imports soundfile only when a file is read)
-from common import header, release, title  # noqa: E402
+from common import header, release, results_path, title, write_results  # noqa: E402
 from nfields.data.audio import AudioSignal  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 
@@ -111,12 +111,11 @@ def main() -> None:
     runs = [run for run in RUNS if run[0] in args.fields]
     result = {**header("fit_audio", args.device),
               "quick": args.quick, "quality": []}
-    path = args.json or Path(__file__).parent / "results" / f"fit_audio_{args.device}{'_quick' if args.quick else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_audio_{args.device}{'_quick' if args.quick else ''}")
     print("clip          field          step: PSNR / SNR (dB)")
     for clip in clips:
         result["quality"] += quality(clip, runs, milestones, args.device)
-        path.write_text(json.dumps(result, indent=2) + "\n")  # after every clip, so a cut-short run keeps it
+        write_results(path, result)  # after every clip, so a cut-short run keeps it
     print(f"wrote {path}")
 
 

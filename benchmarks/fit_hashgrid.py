@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release, title  # noqa: E402
+from common import header, release, results_path, title, write_results  # noqa: E402
 from nfields.encodings import HashGridEncoding  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 
@@ -199,11 +199,10 @@ def main() -> None:
         return show(args.show)
 
     result = {**header("fit_hashgrid", args.device)}
-    path = args.json or Path(__file__).parent / "results" / f"fit_hashgrid_{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_hashgrid_{args.device}")
 
     def save():  # after every part, so a run cut short keeps what it measured
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(path, result)
 
     if args.quick:
         variants, size, milestones, points, repeats = VARIANTS[:1], 64, [50, 100], 4096, 3

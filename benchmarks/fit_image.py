@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release, title  # noqa: E402
+from common import header, release, results_path, title, write_results  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.train.device import set_precision  # noqa: E402
 
@@ -179,11 +179,10 @@ def main() -> None:
         return show(args.show)
 
     result = {**header("fit_image", args.device)}
-    path = args.json or Path(__file__).parent / "results" / f"fit_image_{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_image_{args.device}")
 
     def save():  # after every part, so a run cut short keeps what it measured
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(path, result)
 
     result["quality"] = []
     if args.quick:

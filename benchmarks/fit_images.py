@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release, title  # noqa: E402
+from common import header, release, results_path, title, write_results  # noqa: E402
 from nfields.data.catalog import ENTRIES  # noqa: E402
 
 TARGET = 30.0
@@ -106,8 +106,7 @@ def main() -> None:
 
     result = {**header("fit_images", args.device), "target_psnr": TARGET, "field": FIELD, "options": OPTIONS,
               "lr": LR, "steps": args.steps, "rows": []}
-    path = args.json or Path(__file__).parent / "results" / f"fit_images_{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_images_{args.device}")
     print(title(result, f"images per second to {TARGET:g} dB, one {FIELD} {OPTIONS} per image"), flush=True)
     for name in args.datasets:
         if ENTRIES[name].path() is None:
@@ -125,8 +124,8 @@ def main() -> None:
         for row in [alone, *rows]:
             print(format_row(row), flush=True)
         result["rows"] += [alone, *rows]
-        path.write_text(json.dumps(result, indent=2) + "\n")  # after every dataset, so a cut run keeps its numbers
-    path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(path, result)  # after every dataset, so a cut run keeps its numbers
+    write_results(path, result)
     print(f"wrote {path}")
 
 

@@ -19,7 +19,6 @@ Prints a table and writes JSON (device, date, numbers) to --json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release  # noqa: E402
+from common import header, release, results_path, write_results  # noqa: E402
 from nfields.kernels import triton_available  # noqa: E402
 from nfields.train.graph import GraphedStep  # noqa: E402
 from nfields.train.device import set_precision  # noqa: E402
@@ -246,11 +245,10 @@ def main() -> None:
     result = {**header("fit_kernels", args.device), "compile_mode": COMPILE_MODE,
               "flops": "6 N sum(in*out) over the layers", "optimizer": "the field's Adam (torch.optim.Adam defaults)"}
     result["precision"] = "per row"
-    path = args.json or Path(__file__).parent / "results" / f"fit_kernels_{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_kernels_{args.device}")
 
     def save():  # after every part, so a run cut short keeps what it measured
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(path, result)
 
     quick = args.quick
     sizes, widths = ([32], [16, 32]) if quick else ([256, 512], [64, 128, 256])

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, merge_results, release, title  # noqa: E402
+from common import header, merge_results, release, title, write_results  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.jobs.fit_scene import evaluation_views, save_views_picture  # noqa: E402
 
@@ -124,7 +124,7 @@ def main() -> None:
         return
     if args.merge:
         result = merge_results(args.merge)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(args.json, result)
         show(result)
         return
     if args.prepare:
@@ -144,7 +144,7 @@ def main() -> None:
             result["rows"].append(row)
             print(format_row(row), flush=True)
             if args.json:  # after every row, so a time limit keeps what finished
-                args.json.write_text(json.dumps(result, indent=2) + "\n")
+                write_results(args.json, result)
             release(args.device)
 
 

@@ -15,7 +15,6 @@ half uniform, half near-surface; uniform IoU points), float16 points labelled af
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402  (imports neither trimesh nor igl at module level)
-from common import header, release  # noqa: E402
+from common import header, release, results_path, write_results  # noqa: E402
 from nfields.data.shape import ShapeSamples  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 from nfields.jobs.fit_shape import fit_shape  # noqa: E402
@@ -129,13 +128,12 @@ def main() -> None:
               "steps": args.steps, "batch_points": args.batch_points, "resolution": args.resolution,
               "surface_samples": surface, "eval_points": evaluation, "fscore_threshold": 0.02,
               "normalisation": "bounding-box centre at 0, longest side 1.8"}
-    path = args.json or Path(__file__).parent / "results" / f"fit_shape_{args.device}{'_quick' if args.quick else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_shape_{args.device}{'_quick' if args.quick else ''}")
     result["rows"] = measure(args.data, args.meshes, args.methods, args.steps, args.batch_points, args.resolution,
                              surface, evaluation, args.device)
     result["summary"] = summary(result["rows"])
     print("\n".join(result["summary"]))
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(path, result)
     print(f"wrote {path}")
 
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nfields  # noqa: E402
-from common import header, release, title  # noqa: E402
+from common import header, release, results_path, title, write_results  # noqa: E402
 from nfields.fields import parameter_count  # noqa: E402
 
 FIELDS = ["relu", "relu-pe", "fourier", "siren", "gauss", "hashgrid"]
@@ -121,13 +121,11 @@ def main() -> None:
                         "milestones": milestones, "quick": args.quick,
                         "note": "a tiny smoke run" if args.quick else
                         "first 60 frames of bikes at half size (136x320), to keep the GPU run near 2 minutes"}}
-    name = f"fit_video_{args.device}{'_quick' if args.quick else ''}.json"
-    path = args.json or Path(__file__).parent / "results" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = results_path(args.json, f"fit_video_{args.device}{'_quick' if args.quick else ''}")
     result["quality"] = []
     for name in args.fields:  # saved after every field, so a run cut short keeps what it measured
         result["quality"] += quality(video, [name], milestones, args.device, args.batch_pixels)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(path, result)
     print(f"wrote {path}")
 
 

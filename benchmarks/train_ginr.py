@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import header, merge_results, release, title  # noqa: E402
+from common import header, merge_results, release, title, write_results  # noqa: E402
 from nfields.jobs.train_ginr import TrainGINRConfig, run_train_ginr  # noqa: E402
 
 OBJECTS = os.environ.get("NFIELDS_OBJECTS", ".carry/objects")
@@ -227,7 +227,7 @@ def main() -> None:
         return
     if args.merge:
         result = merge_results(args.merge, ("rows", "tto"))
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(args.json, result)
         show(result)
         return
     if args.quick:
@@ -241,11 +241,11 @@ def main() -> None:
         result["rows"].append(row)
         print(format_row(row), flush=True)
         if args.json:  # after every row, so a time limit keeps what finished
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_results(args.json, result)
     for run in args.tto or []:
         result["tto"].append(tto_curve(run, args.images, args.tto_steps, args.siren_steps, args.device))
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_results(args.json, result)
     show(result)
 
 
