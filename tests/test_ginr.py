@@ -181,10 +181,10 @@ def test_overfits_two_images(fitted, two_images, method):
 
 def test_zeroing_a_token_moves_locality_less_than_ipc(fitted, two_images):
     """After the fit above, zeroing one latent token changes IPC's output (it drops a rank-1 part of
-    the first weight, at every pixel) far more than the locality decoder's (one of 16 attended
-    tokens). Measured, mean over tokens and seeds 0-2, untrained or 300 steps: IPC 5e-2 to 8e-2,
-    locality 4e-6 to 2e-3 (mean squared change). This is magnitude only: whether the change is
-    spatially local needs a model trained on a dataset."""
+    the modulated weight, at every pixel) far more than the locality decoder's (one of 16 attended
+    tokens). Measured after this fit (mean squared change over tokens): IPC 1.5e-2, locality 2.5e-3;
+    with IPC's modulation on its first layer instead of its second, 5e-2 to 8e-2 against 4e-6 to 2e-3.
+    This is magnitude only: whether the change is spatially local needs a model trained on a dataset."""
     change = {}
     for method in ("ipc", "locality"):
         model = fitted(method)
@@ -198,4 +198,4 @@ def test_zeroing_a_token_moves_locality_less_than_ipc(fitted, two_images):
                 zeroed[:, k] = 0.0
                 moved.append((model.decode(zeroed, coords) - base).pow(2).sum(-1).mean())
         change[method] = torch.stack(moved).mean().item()
-    assert change["locality"] < 0.1 * change["ipc"], change
+    assert change["locality"] < 0.3 * change["ipc"], change

@@ -16,6 +16,7 @@ class EncoderConfig:
     heads: int = 12
     mlp_ratio: int = 4
     patch_size: int = 8  # pixels per patch side; must divide the image size
+    dropout: float = 0.0  # on the blocks' residual branches (the official IPC code: 0.1)
 
 
 @dataclass
@@ -32,10 +33,11 @@ class TransINRConfig(EncoderConfig):
 
 @dataclass
 class IPCConfig(EncoderConfig):
-    """IPC hyponet: only the first layer is modulated, W1 = U_instance @ V_shared of rank `tokens`."""
+    """IPC hyponet: one layer is modulated, W = U_instance @ V_shared of rank `tokens`."""
 
     tokens: int = 256
     layers: int = 5
+    modulated_layer: int = 1  # the official code's modulated_layer_idxs [1]: the second layer (hidden -> hidden)
     hidden_width: int = 256
     fourier_frequencies: int = 64
     fourier_sigma: float = 64.0

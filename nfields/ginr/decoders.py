@@ -14,12 +14,14 @@ from ..encodings import LogFourierFeatures
 
 
 def base_weights(fan_ins: list[int], fan_outs: list[int]) -> tuple[nn.ParameterList, nn.ParameterList]:
-    """Shared (fan_in, fan_out) weights and (fan_out,) biases, PyTorch Linear's default initialisation."""
+    """Shared (fan_in, fan_out) weights U(+-1/sqrt(fan_out)) and zero (fan_out,) biases, as IPC's official
+    hyponet (kaiming_uniform(a=sqrt(5)) on a (fan_in, fan_out) tensor, whose size(1) it takes for fan-in).
+    The columns are normalised before use, so the scale only sets how fast Adam turns them."""
     weights, biases = nn.ParameterList(), nn.ParameterList()
     for fan_in, fan_out in zip(fan_ins, fan_outs):
-        layer = nn.Linear(fan_in, fan_out)
-        weights.append(nn.Parameter(layer.weight.detach().t().contiguous()))
-        biases.append(nn.Parameter(layer.bias.detach().clone()))
+        bound = 1.0 / math.sqrt(fan_out)
+        weights.append(nn.Parameter(torch.empty(fan_in, fan_out).uniform_(-bound, bound)))
+        biases.append(nn.Parameter(torch.zeros(fan_out)))
     return weights, biases
 
 
@@ -79,9 +81,10 @@ class LowRankModulatedLinear(nn.Module):
 
     def __init__(self, fan_in: int, fan_out: int, tokens: int, token_width: int):
         super().__init__()
-        self.bias = base_weights([fan_in], [fan_out])[1][0]
-        # The shared factor V; its scale does not matter once W is normalised (ours: N(0, 1/R)).
-        self.shared = nn.Parameter(torch.randn(tokens, fan_out) / math.sqrt(tokens))
+        self.bias = nn.Parameter(torch.zeros(fan_out))
+        # The shared factor V, N(0, 1 / (R fan_in)) as the official code: W is normalised, so this scale sets only
+        # how fast Adam turns V (N(0, 1/R) learned markedly slower per step).
+        self.shared = nn.Parameter(torch.randn(tokens, fan_out) / math.sqrt(tokens * fan_in))
         self.token_map = nn.Sequential(nn.LayerNorm(token_width), nn.Linear(token_width, fan_in))
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -90,10 +93,10 @@ class LowRankModulatedLinear(nn.Module):
 
 
 class IPCDecoder(nn.Module):
-    """IPC (Kim et al. 2023): only layer 1 is modulated, W1 = U_instance (fan_in x R) @ V_shared (R x fan_out).
-
-    U's column k is token k -> LayerNorm -> Linear(D -> fan_in); layer 1's base weight is dropped, its
-    bias kept; every weight (W1 included) is L2-normalised over fan_in; ReLU; output + output_bias.
+    """IPC (Kim et al. 2023): one hyponet layer, `modulated_layer` (the official code's index 1: the second,
+    hidden -> hidden), is W = U_instance (fan_in x R) @ V_shared (R x fan_out), its base weight dropped, its bias
+    kept; U's column k is token k -> LayerNorm -> Linear(D -> fan_in). Every weight (W included) is
+    L2-normalised over fan_in; ReLU; output + output_bias.
     """
 
     def __init__(self, in_features: int, out_features: int, token_width: int, config: IPCConfig):
@@ -102,15 +105,30 @@ class IPCDecoder(nn.Module):
         self.features = LogFourierFeatures(in_features, config.fourier_frequencies, config.fourier_sigma)
         fan_ins, fan_outs = hyponet_widths(self.features.out_features, config.hidden_width, config.layers,
                                            out_features)
-        self.weights, self.biases = base_weights(fan_ins[1:], fan_outs[1:])
-        self.first = LowRankModulatedLinear(fan_ins[0], fan_outs[0], config.tokens, token_width)
+        m = config.modulated_layer
+        if not 0 <= m < config.layers:
+            raise NfieldsError(f"ipc option 'modulated_layer' must be a layer index in 0..{config.layers - 1}, "
+                               f"not {m}.")
+        self.weights, self.biases = base_weights(fan_ins[:m] + fan_ins[m + 1:], fan_outs[:m] + fan_outs[m + 1:])
+        self.modulated = LowRankModulatedLinear(fan_ins[m], fan_outs[m], config.tokens, token_width)
         self.num_tokens = config.tokens
+        self._register_load_state_dict_pre_hook(self._legacy_names)
+
+    @staticmethod
+    def _legacy_names(state_dict, prefix, *_):
+        """Runs saved before `modulated_layer` existed called the modulated layer `first`."""
+        for key in [k for k in state_dict if k.startswith(prefix + "first.")]:
+            state_dict[prefix + "modulated." + key[len(prefix + "first."):]] = state_dict.pop(key)
 
     def forward(self, coords: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.first(self.features(coords), tokens))
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            h = apply_layer(h, F.normalize(weight, dim=0), bias)  # dim 0 of an unbatched (fan_in, fan_out)
-            if i < len(self.weights) - 1:
+        h, shared = self.features(coords), iter(zip(self.weights, self.biases))
+        for i in range(self.config.layers):
+            if i == self.config.modulated_layer:
+                h = self.modulated(h, tokens)
+            else:
+                weight, bias = next(shared)
+                h = apply_layer(h, F.normalize(weight, dim=0), bias)  # dim 0 of an unbatched (fan_in, fan_out)
+            if i < self.config.layers - 1:
                 h = F.relu(h)
         return h + self.config.output_bias
 

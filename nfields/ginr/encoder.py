@@ -26,18 +26,20 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with GELU."""
+    """Pre-LN Transformer block: x + drop(attn(LN(x))), then x + drop(MLP(LN(x))) with GELU; `dropout` on both
+    residual branches, as IPC's official `resid_pdrop`."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int):
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
         self.attn = SelfAttention(width, heads)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
 
 class TokenEncoder(nn.Module):
@@ -45,11 +47,12 @@ class TokenEncoder(nn.Module):
 
     Non-overlapping P x P patches -> Linear to D + learned positions (shared by all views: a view's
     pixels carry their own rays when they matter); R learned tokens are appended; `depth` pre-LN
-    blocks (no final LayerNorm); the outputs at the R appended tokens are returned.
+    blocks (no final LayerNorm); the outputs at the R appended tokens are returned. Positions and tokens
+    start N(0, 1), as in IPC's official code (its `LatentMapping` and `WeightGroups`).
     """
 
     def __init__(self, image_size: tuple[int, int], channels: int, patch_size: int, tokens: int,
-                 width: int = 768, depth: int = 6, heads: int = 12, mlp_ratio: int = 4):
+                 width: int = 768, depth: int = 6, heads: int = 12, mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
         height, wide = image_size
         if patch_size < 1 or height % patch_size or wide % patch_size:
@@ -58,10 +61,9 @@ class TokenEncoder(nn.Module):
         self.image_size, self.channels, self.patch_size = (height, wide), channels, patch_size
         self.num_patches = (height // patch_size) * (wide // patch_size)
         self.patch_embed = nn.Linear(patch_size * patch_size * channels, width)
-        # ViT-style initialisation of the learned embeddings (ours: the papers do not state it).
-        self.positions = nn.Parameter(torch.randn(1, self.num_patches, width) * 0.02)
-        self.latents = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio) for _ in range(depth))
+        self.positions = nn.Parameter(torch.randn(1, self.num_patches, width))
+        self.latents = nn.Parameter(torch.randn(1, tokens, width))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.width, self.tokens = width, tokens
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:

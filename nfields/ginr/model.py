@@ -140,7 +140,7 @@ class TokenINR(GeneralizableINR):
         self.decoder = self.decoder_cls(data.in_features, data.out_features, config.width, config)
         self.encoder = TokenEncoder(data.image_size, data.channels, config.patch_size, self.decoder.num_tokens,
                                     width=config.width, depth=config.depth, heads=config.heads,
-                                    mlp_ratio=config.mlp_ratio)
+                                    mlp_ratio=config.mlp_ratio, dropout=config.dropout)
 
     def encode(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(images)
@@ -182,6 +182,11 @@ def make_ginr(method: str, data: DataSpec | int | tuple[int, int], channels: int
     return cls(data, GINR_METHODS.config(method, options))
 
 
+#: Options that runs saved before the option existed had fixed otherwise (IPC modulated its first layer).
+LEGACY_OPTIONS = {"ipc": {"modulated_layer": 0}}
+
+
 def ginr_from_spec(spec: dict) -> GeneralizableINR:
     """Rebuild (untrained weights) from `GeneralizableINR.spec()`."""
-    return make_ginr(spec["method"], DataSpec(**spec["data"]), **spec["config"])
+    options = {**LEGACY_OPTIONS.get(spec["method"], {}), **spec["config"]}
+    return make_ginr(spec["method"], DataSpec(**spec["data"]), **options)

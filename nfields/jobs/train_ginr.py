@@ -219,6 +219,12 @@ def batch_psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return mse_to_psnr(mse)
 
 
+def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
+    """The training set's order in `epoch`, seeded: a resumed run, and the reference code beside ours in
+    benchmarks/ginr_reference.py, see the same batches."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 class InstanceObjective:
     """Shared by images and light fields: global batches from a seeded permutation per epoch (so a resumed
     run sees the same batches), this process's slice of each batch, MSE on [0, 1] values."""
@@ -235,8 +241,7 @@ class InstanceObjective:
         """This process's dataset indices at `step` (the global batch split evenly over processes)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            self._epoch, self._order = epoch, torch.randperm(len(self.train_data), generator=generator)
+            self._epoch, self._order = epoch, epoch_order(self.config.seed, epoch, len(self.train_data))
         b = self.config.batch
         index = self._order[position * b:(position + 1) * b]
         share = b // distributed.world_size()
