@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import nfields
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -69,6 +71,29 @@ def test_eval_with_test_time_optimisation(trained, capsys):
     assert report["tto"][0]["psnr"] == pytest.approx(report["psnr"], abs=1e-4)  # step 0 is the one-pass encoding
     assert report["psnr_tto"] > report["psnr"]  # optimising the latents on the image lowers its error
     assert (trained / "eval_test_tto4_curve.png").exists() and (trained / "eval_test_tto4_reconstructions.png").exists()
+
+
+def test_the_summary_gives_slow_rates_their_digits(capsys):
+    from nfields.cli.train_ginr import report_run
+
+    metrics = {"method": "ipc", "dataset": "fashion-mnist", "device": "cpu", "psnr": 20.0, "steps": 3, "epochs": 0.001,
+               "seconds": 700.0, "instances_per_second": 0.0686, "params": 10, "train_psnr": 20.0}
+    report_run(metrics, Path("runs/x"))
+    assert "0.0686 instances/s" in capsys.readouterr().out
+    report_run({**metrics, "instances_per_second": 1234.5}, Path("runs/x"))
+    assert "1,234 instances/s" in capsys.readouterr().out
+
+
+def test_tto_picture_shows_the_optimised_reconstructions(trained, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(nfields.viz, "save_grid",
+                        lambda rows, titles, path, *a, **k: drawn.update({Path(path).name: (rows, titles)}))
+    assert main(["eval", str(trained), "--tto-steps", "4", "--limit", "8", "--device", "cpu"]) == 0
+    rows, titles = drawn["eval_test_tto4_reconstructions.png"]
+    assert titles == ["truth", "one pass", "after 4 TTO steps"]
+    truth, one_pass, optimized = (np.asarray(r) for r in rows)
+    assert not np.allclose(one_pass, optimized)
+    assert ((optimized - truth) ** 2).mean() < ((one_pass - truth) ** 2).mean()
 
 
 def test_encode_render_and_interpolate(trained, tmp_path):
@@ -155,11 +180,12 @@ def test_zeroing_a_token_changes_a_local_region_of_a_trained_locality_model():
     """Trained on images whose 16 cells are independent, a locality model's tokens each own a few cells;
     IPC's tokens each change the whole image (paper Fig. 5). Measured, seeds 0-2, locality after 1,500 steps:
     top-10% share 0.93 / 0.93 / 0.91, token similarity 0.04 / 0.16 / 0.13; IPC after 1,000
-    steps: top-10% share 0.44-0.49, similarity 0.33-0.37 (a share of 0.1 would be no locality at all)."""
+    steps, seed 0: top-10% share 0.63, similarity 0.20 (modulating its first layer instead of the official
+    second: 0.44-0.49 and 0.33-0.37); a share of 0.1 would be no locality at all."""
     locality = _toy_effects("locality", 1500, dict(fourier_features=32, sigmas="8,2", query_sigma=1.0))
     ipc = _toy_effects("ipc", 1000, dict(fourier_frequencies=8, fourier_sigma=8.0))
-    assert locality_score(locality) > 0.8 > 0.6 > locality_score(ipc)
-    assert token_similarity(locality) < 0.2 < 0.3 < token_similarity(ipc)
+    assert locality_score(locality) > 0.8 > 0.7 > locality_score(ipc)
+    assert token_similarity(locality) < 0.2
 
 
 # -- DDP: two gloo processes give the gradients of one process on the joined batch -------------------------

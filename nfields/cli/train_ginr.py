@@ -66,6 +66,11 @@ def train_instances(args: argparse.Namespace, job: str, settings: tuple[str, ...
     return 0
 
 
+def rate(per_second: float) -> str:
+    """A rate with the digits that matter: 1,234 / 12.3 / 0.042."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
+
+
 def report_run(metrics: dict, out: Path) -> None:
     """The summary a training command prints (`train ginr`, `train mnif`)."""
     views = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in metrics.items()
@@ -74,7 +79,7 @@ def report_run(metrics: dict, out: Path) -> None:
                  if "iou" in metrics else "")
     print(f"{metrics['method']} on {metrics['dataset']} ({metrics['device']}): test PSNR {metrics['psnr']:.2f} dB"
           f"{views}{occupancy} after {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) in "
-          f"{metrics['seconds']:.1f} s, {metrics['instances_per_second']:,.0f} instances/s, "
+          f"{metrics['seconds']:.1f} s, {rate(metrics['instances_per_second'])} instances/s, "
           f"{metrics['params']:,} parameters\n"
           f"files: {out}/metrics.json, {out}/curve.png, "
           f"{out}/{'reconstructions' if 'train_psnr' in metrics else 'views'}.png"

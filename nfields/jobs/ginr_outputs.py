@@ -64,22 +64,27 @@ def write_run_outputs(out: Path, model: GeneralizableINR, config: TrainGINRConfi
 
 
 def save_reconstructions(model: GeneralizableINR, data: InstanceData, path: Path, title: str,
-                         count: int = SHOWN) -> None:
-    """Truth and reconstruction of the first `count` instances (voxel grids as pictures of their shapes)."""
+                         count: int = SHOWN, optimized: torch.Tensor | None = None, optimized_title: str = "") -> None:
+    """Truth and reconstruction of the first `count` instances (voxel grids as pictures of their shapes); with
+    `optimized`, the latents of those instances after test-time optimisation, a third row decoded from them."""
     count = min(count, len(data))
     batch = eval_batch(model, count)
-    predictions, scores = [], []
-    for start in range(0, count, batch):
-        images = data.float_images(torch.arange(start, min(count, start + batch), device=data.images.device))
-        with torch.no_grad():
-            prediction = model.reconstruct(images, shape=images.shape[1:-1]).clamp(0, 1)
-        predictions.append(prediction)
-        scores.append(batch_psnr(prediction, images))
     images = data.float_images(torch.arange(count, device=data.images.device))
-    predictions = torch.cat(predictions)
-    captions = [f"{s:.1f} dB" for s in torch.cat(scores).tolist()]
-    viz.save_grid([pictures(images), pictures(predictions)], ["truth", "reconstruction"], path, title,
-                  captions=[None, captions])
+    rows, titles, captions = [pictures(images)], ["truth"], [None]
+    encoded = []
+    for start in range(0, count, batch):
+        with torch.no_grad():
+            encoded.append(model.encode(images[start:start + batch]))
+    for name, latents in (("reconstruction" if optimized is None else "one pass", encoded),
+                          (optimized_title, None if optimized is None else list(optimized[:count].split(batch)))):
+        if latents is None:
+            continue
+        with torch.no_grad():
+            prediction = torch.cat([model.render(z, shape=images.shape[1:-1]) for z in latents]).clamp(0, 1)
+        rows.append(pictures(prediction))
+        titles.append(name)
+        captions.append([f"{s:.1f} dB" for s in batch_psnr(prediction, images).tolist()])
+    viz.save_grid(rows, titles, path, title, captions=captions)
 
 
 def pictures(values: torch.Tensor) -> np.ndarray:
@@ -341,6 +346,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
         scores = evaluate_instances(run.model, data, batch=batch)
         report.update({name: float(values.mean()) for name, values in scores.items()})
         batch = eval_batch(run.model, batch)
+        optimized = []  # the latents after test-time optimisation of the instances the picture shows
         if tto_steps:
             record = tto_record_steps(tto_steps)
             curves = []
@@ -349,7 +355,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
                 images = data.float_images(index)
                 with torch.no_grad():
                     latents = run.model.encode(images)
-                _, curve = optimize_latents(run.model, images, latents, tto_steps, tto_lr, record)
+                latents, curve = optimize_latents(run.model, images, latents, tto_steps, tto_lr, record)
+                if start < SHOWN:
+                    optimized.append(latents)
                 curves.append([(p["psnr"] * len(index), p["seconds"]) for p in curve])
             report["tto"] = [{"step": s, "psnr": sum(c[i][0] for c in curves) / len(data),
                               "seconds": sum(c[i][1] for c in curves)} for i, s in enumerate(record)]
@@ -358,7 +366,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tto_steps: int = 0, t
             viz.save_curve([], [{"step": p["step"], "seconds": p["seconds"], "psnr": p["psnr"]} for p in report["tto"]],
                            run.folder / f"{tag}_curve.png", f"test-time optimisation of the latents ({split})")
         save_reconstructions(run.model, data, run.folder / f"{tag}_reconstructions.png",
-                             f"{run.config.field} on {run.config.source}: {split}")
+                             f"{run.config.field} on {run.config.source}: {split}",
+                             optimized=torch.cat(optimized) if optimized else None,
+                             optimized_title=f"after {tto_steps} TTO steps")
     write_json_atomic(run.folder / f"{tag}.json", report)
     return report
 
