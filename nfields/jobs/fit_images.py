@@ -37,6 +37,8 @@ PREVIEW = 16  # images shown in reconstructions.png
 class FitImagesConfig(FitConfig):
     """Everything that defines a batched fit of a dataset's images; written resolved to `config.json`."""
 
+    kinds: ClassVar[tuple[str, ...]] = ("fit-images",)
+
     path_settings: ClassVar[tuple[str, ...]] = ("source",)
 
     source: str = ""
@@ -179,11 +181,11 @@ def run_fit_images(config: FitImagesConfig, out: Path, resume: bool = False, ove
     device = prepare(config)
     data = config.load()
     spec_field = make_field(config.field, 2, data.channels, **config.field_options)
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, spec_field,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, spec_field,
                          image={"height": data.height, "width": data.width, "channels": data.channels,
                                 "count": len(data)})
-        fitted, trainer = fit_images(data, config, run_dir=out, resume=resume, progress=progress)
+        fitted, trainer = fit_images(data, config, run_dir=run_dir, resume=resume, progress=progress)
     fitted.save(out / "fields.safetensors")
     metrics = summary(fitted, config, trainer, device, parameter_count(spec_field), data)
     write_json_atomic(out / "metrics.json", metrics)

@@ -16,12 +16,12 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..errors import NfieldsError
+from ..errors import NfieldsError, notice
 from . import distributed
 from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .graph import GraphedStep
 from .logging import EventLog, progress_bar
-from .run import model_state
+from .run import commit_run_dir, model_state
 
 
 class Objective(Protocol):
@@ -78,6 +78,7 @@ class Trainer:
         self.seconds = 0.0
         self.history = History()
         self.trained_steps = 0  # steps taken by the last fit() (a resumed run counts only its own)
+        self._events: EventLog | None = None
 
     @property
     def device(self) -> torch.device:
@@ -96,13 +97,26 @@ class Trainer:
         meta = {"seconds": self.seconds, "optimizer": optimizer_meta,
                 "history": {"train": self.history.train, "evals": self.history.evals}}
         save_checkpoint(self.run_dir, self.step, tensors, meta)
+        # A run that replaces another (--overwrite) is staged beside it until its first checkpoint: swap it in.
+        committed = commit_run_dir(self.run_dir)
+        if committed != self.run_dir:
+            events = self._events
+            if events is not None:
+                events.close()  # TensorBoard appends by path: reopen it at the run's new place
+            self.run_dir = committed
+            if events is not None:
+                self._events = EventLog(committed)
 
     def resume(self) -> bool:
-        """Load the newest good checkpoint; False when there is none."""
+        """Load the newest good checkpoint (saying which damaged ones it skipped); False, with a notice, when the
+        run stopped before its first one. An NfieldsError when checkpoints exist but none reads back whole."""
         if self.run_dir is None:
             return False
-        found = load_latest(self.run_dir, map_location=self.device)
+        found = load_latest(self.run_dir, map_location=self.device, quiet=not distributed.is_main())
         if found is None:
+            if distributed.is_main():
+                notice(f"'{self.run_dir}' has no checkpoint yet (the run stopped before its first one); "
+                       f"starting again from step 0.")
             return False
         tensors, meta = found
         try:
@@ -146,7 +160,7 @@ class Trainer:
             return self.history  # a resumed run that had already finished
         main = distributed.is_main()  # under torchrun only rank 0 logs, shows progress and saves
         first_step = self.step
-        events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
+        self._events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
         bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress and main)
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -187,7 +201,7 @@ class Trainer:
                         raise NfieldsError(f"training diverged (the loss became {point['loss']}) at step "
                                            f"{self.step}; lower the learning rate with --lr.")
                     self.history.train.append({"step": self.step, "seconds": self.seconds, **point})
-                    events.scalars(self.step, point, "train/")
+                    self._events.scalars(self.step, point, "train/")
                     shown = {k: f"{v:.4g}" for k, v in point.items()}
                     if items and self.seconds > before:
                         shown[f"{items[1]}/s"] = f"{items[0] * count / (self.seconds - before):.3g}"
@@ -198,7 +212,7 @@ class Trainer:
                 if eval_now and main:
                     metrics = self.objective.evaluate()
                     self.history.evals.append({"step": self.step, "seconds": self.seconds, **metrics})
-                    events.scalars(self.step, metrics, "eval/")
+                    self._events.scalars(self.step, metrics, "eval/")
                 if save_now:
                     self.save()
                 if last:
@@ -207,6 +221,7 @@ class Trainer:
                 started = time.perf_counter()
         finally:
             bar.close()
-            events.close()
+            self._events.close()
+            self._events = None
             self.trained_steps = self.step - first_step
         return self.history
