@@ -1,20 +1,24 @@
 """Runs you can trust (issue 17): nothing lost (--overwrite, damaged checkpoints, failed starts and resumes,
-leftovers of kills) and one validated run manifest (config.json and --config)."""
+leftovers of kills), one validated run manifest (config.json and --config), and time budgets kept (--seconds,
+the CPU estimate, DDP ranks that stop together)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import nfields
+from nfields.cli.main import build_parser
 from nfields.jobs.image_objectives import ImageObjective
-from nfields.train import Trainer
+from nfields.train import Trainer, TrainerConfig
 from nfields.train.checkpoint import checkpoints
 from nfields.train.manifest import KINDS, legacy_kind, run_kind
 from nfields.train.run import check_run_dir
@@ -321,3 +325,95 @@ def test_legacy_kinds_are_inferred_from_the_keys_they_hold():
 def test_run_kind_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(nfields.NfieldsError, match="not a run folder"):
         run_kind(tmp_path)
+
+
+# -- 5. budgets kept -------------------------------------------------------------------------------------------
+
+TRAINING_COMMANDS = [["fit", "image"], ["fit", "images"], ["fit", "audio"], ["fit", "video"], ["fit", "shape"],
+                     ["fit", "scene"], ["train", "ginr"], ["train", "mnif"], ["train", "diffusion"],
+                     ["train", "inr-gan"]]
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS, ids=" ".join)
+def test_every_training_command_takes_seconds(command):
+    args = build_parser().parse_args([*command, "--seconds", "90"])
+    assert args.seconds == 90.0
+
+
+def test_seconds_stops_within_one_step_of_the_limit(cli, image_png, tmp_path, monkeypatch):
+    slow_loss(monkeypatch, 0.2)
+    steps = []
+    step = Trainer._train_step
+
+    def timed(self, zero_grad):
+        started = time.perf_counter()
+        result = step(self, zero_grad)
+        steps.append(time.perf_counter() - started)
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", timed)
+    result = cli("fit", "image", image_png, "--out", "run", "--steps", "50", "--seconds", "1", *FIT)
+    assert result.code == 0, result.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # Log points come every 25 steps; the clock is read after each step: it stopped at the first step past 1 s.
+    assert metrics["steps"] == len(steps) < 25
+    assert sum(steps[:-1]) < 1.0 <= metrics["seconds"] < 1.0 + steps[-1] + 0.1
+
+
+def test_a_negative_or_infinite_budget_is_refused(cli, image_png):
+    for value in ("-1", "inf"):
+        assert_user_error(cli("fit", "image", image_png, "--out", "run", "--seconds", value, *FIT), match="--seconds")
+
+
+def test_a_long_cpu_run_says_so_with_advice(cli, image_png, monkeypatch):
+    monkeypatch.setattr("nfields.train.trainer.SLOW_RUN_SECONDS", 0.2)
+    slow_loss(monkeypatch, 0.02)
+    result = cli("fit", "image", image_png, "--out", "run", "--steps", "40", *FIT)
+    assert result.code == 0, result.err
+    [line] = [line for line in result.err.splitlines() if "would take" in line]
+    assert "on the CPU" in line and "fewer steps" in line and "--device cuda" in line
+
+
+def test_a_short_cpu_run_says_nothing(cli, image_png):
+    result = cli("fit", "image", image_png, "--out", "run", "--steps", "20", *FIT)
+    assert result.code == 0 and result.err == ""
+
+
+class _ToyObjective:
+    def __init__(self, delay: float):
+        self.model = torch.nn.Linear(2, 1)
+        self.delay = delay
+
+    def loss(self, step):
+        time.sleep(self.delay)
+        return self.model(torch.ones(4, 2)).pow(2).mean(), {}
+
+    def evaluate(self):
+        return {}
+
+
+def _vote_worker(rank: int, rendezvous: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        objective = _ToyObjective(0.05 if rank == 0 else 0.0)  # rank 1's own clock would never stop it
+        trainer = Trainer(objective, torch.optim.SGD(objective.model.parameters(), lr=0.01), None,
+                          TrainerConfig(steps=100000, log_every=10**6, checkpoint_every=10**6, progress=False,
+                                        max_seconds=0.5))
+        trainer.fit()
+        Path(f"{out}.{rank}").write_text(json.dumps({"step": trainer.step, "seconds": trainer.seconds}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_stop_at_the_same_step(tmp_path):
+    """Under torchrun the ranks vote on the clock every step (one step late, no host sync): they stop together,
+    within a step or two of the limit, though only one rank's steps are slow."""
+    torch.multiprocessing.spawn(_vote_worker, args=(str(tmp_path / "rdv"), str(tmp_path / "done")), nprocs=2,
+                                join=True)
+    ranks = [json.loads((tmp_path / f"done.{r}").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] < 100
+    assert 0.5 <= ranks[0]["seconds"] < 0.5 + 3 * 0.05 + 0.3

@@ -13,7 +13,7 @@ from ..train.manifest import EXTRA_KEYS, KINDS, check_settings, command_of
 
 #: Flags whose values are settings of the same name (FitConfig's fields).
 COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "kernel", "checkpoint_every",
-                   "log_every", "eval_at")
+                   "log_every", "eval_at", "seconds")
 #: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
 RUN_ONLY_KEYS = set(EXTRA_KEYS)
 
@@ -38,6 +38,8 @@ def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
 def add_run_arguments(p: argparse.ArgumentParser, default_lr: str) -> None:
     """Flags of every training command: seed, optimiser, precision, logging, presets, resuming."""
     p.add_argument("--seed", type=int)
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help="also stop after S seconds of training (checked after every step; default 0: no limit)")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {default_lr})")
     p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")

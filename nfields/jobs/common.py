@@ -46,6 +46,7 @@ class FitConfig:
     log_every: int = 25
     eval_every: int = 0
     eval_at: list[int] = default(default_factory=list)
+    seconds: float = 0.0  # stop after this much training time (0: no limit)
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -59,6 +60,8 @@ class FitConfig:
             raise NfieldsError(f"unknown --kernel '{self.kernel}'; use {', '.join(KERNELS)}.")
         if self.precision not in PRECISIONS:
             raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
+        if not (0 <= self.seconds < float("inf")):
+            raise NfieldsError(f"--seconds must be a number of seconds, 0 or more (0: no limit), not {self.seconds}.")
         self.field_config()
 
     def run_kind(self) -> str:
@@ -85,8 +88,8 @@ class FitConfig:
                              tuple(self.eval_at), progress, **self.time_budget())
 
     def time_budget(self) -> dict[str, Any]:
-        """TrainerConfig's time limits; signals that train by the clock override this."""
-        return {}
+        """TrainerConfig's time limits; jobs that also evaluate by the clock override this."""
+        return {"max_seconds": self.seconds}
 
 
 def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig, run_dir: Path | None, resume: bool,

@@ -23,6 +23,9 @@ from .graph import GraphedStep
 from .logging import EventLog, progress_bar
 from .run import commit_run_dir, model_state
 
+#: On the CPU, a run whose first steps show it would take longer than this (seconds) says so, with advice.
+SLOW_RUN_SECONDS = 600.0
+
 
 class Objective(Protocol):
     model: nn.Module
@@ -49,7 +52,8 @@ class TrainerConfig:
     eval_every: int = 0
     eval_at: tuple[int, ...] = ()
     progress: bool = True
-    #: Stop after this many seconds of training (0: no limit); checked at log points.
+    #: Stop after this many seconds of training (0: no limit); the clock is read after every step, so a run
+    #: stops within one step of the limit (under torchrun, all ranks at the same step).
     max_seconds: float = 0.0
     #: Also evaluate when training time first passes each of these seconds (checked at log points).
     eval_at_seconds: tuple[float, ...] = ()
@@ -169,6 +173,11 @@ class Trainer:
         postfix = getattr(self.objective, "postfix", None)
         graphed = cfg.cuda_graph and self.device.type == "cuda" and getattr(self.objective, "cuda_graph_safe", False)
         train_step = GraphedStep(self._train_step, self.optimizer) if graphed else lambda: self._train_step(True)
+        limit = cfg.max_seconds
+        # The clock is read after every step (no device sync: the host waits for the device often enough); under
+        # torchrun the ranks vote on it, so all stop at the same step.
+        vote = distributed.StopVote(self.device) if limit and distributed.active() else None
+        estimate = _RunEstimate(self, first_step) if self.device.type == "cpu" and main else None
         self._sync()
         started = time.perf_counter()
         try:
@@ -183,7 +192,14 @@ class Trainer:
                     sums[key] = sums[key] + value if key in sums else value.clone()
                 count += 1
 
-                last = self.step == cfg.steps or (finished is not None and finished())
+                out_of_time = False
+                if limit or estimate is not None:
+                    elapsed = self.seconds + time.perf_counter() - started
+                    if limit:
+                        out_of_time = elapsed >= limit if vote is None else vote.post(elapsed >= limit)
+                    if estimate is not None and estimate.update(elapsed):
+                        estimate = None
+                last = self.step == cfg.steps or out_of_time or (finished is not None and finished())
                 log_now = self.step % cfg.log_every == 0 or last
                 eval_now = self._wants_eval(self.step) or last
                 save_now = self.step % cfg.checkpoint_every == 0 or last
@@ -223,5 +239,43 @@ class Trainer:
             bar.close()
             self._events.close()
             self._events = None
+            if vote is not None:
+                vote.close()
             self.trained_steps = self.step - first_step
         return self.history
+
+
+class _RunEstimate:
+    """On the CPU: once the first steps are timed, one line when the whole run would take over SLOW_RUN_SECONDS."""
+
+    def __init__(self, trainer: Trainer, first_step: int):
+        self.trainer = trainer
+        self.first_step = first_step
+        self.start: float | None = None  # training seconds after the first step (which may warm up caches)
+
+    def update(self, elapsed: float) -> bool:
+        """Called after each step with the training seconds so far; True once it has said what it had to."""
+        trainer, cfg = self.trainer, self.trainer.config
+        taken = trainer.step - self.first_step
+        if taken == 1:
+            self.start = elapsed
+            return False
+        if self.start is None or taken < 4 or (taken < 11 and elapsed - self.start < 2.0):
+            return False
+        per_step = (elapsed - self.start) / (taken - 1)
+        left = per_step * (cfg.steps - trainer.step)
+        if cfg.max_seconds:
+            left = min(left, cfg.max_seconds - elapsed)
+        if left > SLOW_RUN_SECONDS:
+            notice(f"this run would take about {_duration(left)} more on the CPU ({per_step:.3g} s a step, "
+                   f"{cfg.steps - trainer.step:,} steps to go); fewer steps, a smaller size or --device cuda "
+                   f"would shorten it.")
+        return True
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.1f} days"
