@@ -29,7 +29,7 @@ from ..generative.denoisers import (DENOISERS, denoiser_for_shape, denoiser_from
 from ..generative.prior import LatentPrior, latent_statistics
 from ..io import write_bytes_atomic, write_json_atomic
 from ..train import Trainer
-from ..train.checkpoint import checkpoints
+from ..train.checkpoint import load_latest
 from ..train.logging import progress_bar
 from ..train.manifest import is_run_of, read_manifest
 from ..train.run import load_run_config, load_trained, open_run_dir
@@ -128,9 +128,9 @@ def load_stage1(path: str | Path, device: str | torch.device = "auto") -> GINRRu
 
 def stage1_signature(run: GINRRun, latent_shape: Sequence[int]) -> dict[str, Any]:
     """What a prior's latents depend on: which run, its model and the checkpoint they came from."""
-    found = checkpoints(run.folder)
+    found = load_latest(run.folder, quiet=True)  # the checkpoint the run was loaded from (damaged ones skipped)
     return {"latents": str(Path(run.folder).resolve()), "method": run.config.field, "dataset": run.config.source,
-            "latent_shape": list(latent_shape), "stage1_step": int(json.loads(found[0].read_text())["step"]),
+            "latent_shape": list(latent_shape), "stage1_step": int(found[1]["step"]) if found else 0,
             "stage1_spec": json.loads(json.dumps(run.model.spec()))}
 
 
