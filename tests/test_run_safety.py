@@ -300,6 +300,18 @@ def test_a_bad_config_file_is_one_sentence_naming_the_key(cli, image_png, tmp_pa
                       tmp_path / "x", match=match)
 
 
+def test_a_tampered_fit_images_manifest_is_one_sentence(cli, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(to_uint8(make_image(8, 8, 1))).save(images / f"{i}.png")
+    assert cli("fit", "images", images, "--out", "run", "--steps", "3", "--quiet", "--device", "cpu",
+               "-o", "width=8").code == 0
+    edit_config(tmp_path / "run", setting("batch", "all"))
+    assert_user_error(cli("render", "run", "--index", "0", "--scale", "1", "--out", "x.png"), tmp_path / "x.png",
+                      match="batch=\"all\", which must be an integer")
+
+
 def test_a_run_written_before_manifests_still_loads(run, cli, tmp_path):
     """config.json as the main branch wrote it before this change: no kind, no format, no `seconds`."""
     edit_config(run, lambda data: {k: v for k, v in data.items() if k not in ("kind", "format", "seconds")})

@@ -24,7 +24,7 @@ from ..errors import NfieldsError
 from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from ..train import Trainer
-from ..train.run import open_run_dir
+from ..train.run import load_run_config, open_run_dir
 from .common import FitConfig, prepare, run_trainer, start_run, write_run_config
 from .fit_image import FittedImage
 from .image_slots import FieldStack, ImageSlotsObjective
@@ -153,6 +153,8 @@ def fit_images(data: ImageDataset | str | os.PathLike, config: FitImagesConfig |
 def load_fitted_images(run_dir: str | os.PathLike) -> FittedImages:
     """The fields of a `nfields fit images` run (its folder, or its fields.safetensors)."""
     path = Path(run_dir)
+    if path.is_dir() and (path / "config.json").exists():
+        load_run_config(path, FitImagesConfig)  # a hand-edited run manifest is one sentence naming the key
     path = path / "fields.safetensors" if path.is_dir() else path
     if not path.exists():
         raise NfieldsError(f"'{run_dir}' holds no fields.safetensors; give the --out folder of a finished "
