@@ -6,3 +6,10 @@ class NfieldsError(Exception):
 
     The command line prints it without a traceback and exits with code 2.
     """
+
+
+def notice(message: str) -> None:
+    """Tell the user something they should know, but that is no error: one line on stderr."""
+    import sys
+
+    print(f"nfields: {message}", file=sys.stderr, flush=True)

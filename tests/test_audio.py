@@ -147,6 +147,7 @@ def test_cli_writes_a_complete_run_folder(cli, wav, tmp_path):
     assert waveform_psnr(torch.from_numpy(samples), torch.from_numpy(target)) == pytest.approx(metrics["psnr"], abs=0.5)
     config = json.loads((out / "config.json").read_text())
     assert config["field_spec"]["config"]["first_omega0"] == 3000.0 and config["audio"]["rate"] == RATE
+    assert config["kind"] == "fit-audio" and config["format"] == 1  # the run manifest (nfields.train.manifest)
     assert [e["step"] for e in metrics["history"]] == [100, 200]
 
 

@@ -48,6 +48,7 @@ def test_fit_image_writes_a_complete_run_folder(cli, image_png, tmp_path):
 
     config = json.loads((out / "config.json").read_text())
     assert config["field"] == "siren" and config["steps"] == 60 and config["size"] == [32]
+    assert config["kind"] == "fit-image" and config["format"] == 1
     assert config["image"] == {"height": 32, "width": 32, "channels": 3}
     assert config["field_spec"]["config"]["width"] == 32
 
@@ -389,7 +390,9 @@ def test_existing_run_needs_resume_or_overwrite(cli, image_png, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    assert_user_error(cli("fit", "image", image_png, "--out", out, *SMALL_FIT), match="already holds a run")
+    assert_user_error(cli("fit", "image", image_png, "--out", out, *SMALL_FIT), match="holds no nfields run")
+    assert_user_error(cli("fit", "image", image_png, "--out", out, "--overwrite", *SMALL_FIT),
+                      match="holds no nfields run")
     assert (out / "precious.txt").read_text() == "keep me"
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
 

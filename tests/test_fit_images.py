@@ -152,6 +152,7 @@ def test_fitted_fields_render_their_images_at_their_psnr(tmp_path, image_folder)
     assert [r["name"] for r in rows] == [f"{i:02d}.png" for i in range(5)]
     config_json = json.loads((run / "config.json").read_text())
     assert config_json["field_spec"]["name"] == "siren" and config_json["image"]["count"] == 5
+    assert config_json["kind"] == "fit-images" and config_json["format"] == 1
     for name in ("metrics.json", "reconstructions.png", "psnr_histogram.png"):
         assert (run / name).stat().st_size > 0
 

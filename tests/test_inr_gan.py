@@ -147,6 +147,8 @@ def test_train_resume_and_sample(nfields, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and np.isfinite(metrics["final_d_loss"]) and metrics["generator_params"] > 0
     assert metrics["r1_gamma"] == pytest.approx(0.0002 * 64 / 8)
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "train-inr-gan" and config["format"] == 1
     for picture in ("samples.png", "superres.png", "extrapolation.png", "interpolation.png", "curve.png"):
         assert (out / picture).stat().st_size > 200
     code, printed = nfields(*FAST, "--max-steps", "6", "--out", out, "--resume")

@@ -228,7 +228,9 @@ def test_overwrite_replaces_and_a_failure_leaves_nothing(cli, tmp_path, monkeypa
     (tmp_path / "scene").mkdir()
     (tmp_path / "scene" / "old.txt").write_text("old")
     assert_user_error(cli(*args), match="--overwrite")
+    assert_user_error(cli(*args, "--overwrite"), match="holds no scene")  # --overwrite replaces only a scene
     assert (tmp_path / "scene" / "old.txt").read_text() == "old"
+    (tmp_path / "scene" / "transforms_train.json").write_text("{}")
     assert cli(*args, "--overwrite").code == 0
     assert not (tmp_path / "scene" / "old.txt").exists() and (tmp_path / "scene" / "transforms_train.json").exists()
 

@@ -213,9 +213,10 @@ def test_all_checkpoints_damaged(run_with_two_checkpoints, cli, tmp_path):
     run = run_with_two_checkpoints
     for meta in checkpoints(run):
         meta.write_text("garbage")
-    assert load_latest(run) is None
+    with pytest.raises(nfields.NfieldsError, match="no checkpoint .* reads back whole"):
+        load_latest(run)  # never taken for a run without checkpoints (which would start again from step 0)
     result = cli("render", run, "--scale", "1", "--out", tmp_path / "x.png")
-    assert result.code == 2 and "no checkpoint" in result.err and "Traceback" not in result.err
+    assert result.code == 2 and "reads back whole" in result.err and "Traceback" not in result.err
 
 
 def test_checkpoint_directory_keeps_two():

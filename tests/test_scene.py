@@ -204,6 +204,7 @@ def test_fit_scene_writes_a_run_folder(scene_run):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["scene"]["height"] == 16 and config["field_spec"]["name"] == "nerf"
+    assert config["kind"] == "fit-scene" and config["format"] == 1
 
 
 def test_render_orbit_pose_and_depth(scene_run, cli, tmp_path):

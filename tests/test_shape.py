@@ -118,6 +118,8 @@ def test_cli_fit_shape_writes_mesh_preview_metrics_and_resumes(cli, sphere_off, 
                 "device"):
         assert key in metrics
     assert (run / "preview.png").stat().st_size > 1000
+    assert {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k in ("kind", "format")} == \
+        {"kind": "fit-shape", "format": 1}
     result = cli("fit", "shape", "--resume", "--out", "run", "--steps", "6", "--quiet")
     assert result.code == 0, result.err
     assert json.loads((run / "metrics.json").read_text())["steps"] == 6

@@ -180,6 +180,7 @@ def test_end_to_end_train_sample_and_decode_at_any_scale(runs):
         assert (prior_dir / picture).stat().st_size > 1000
     config = json.loads((prior_dir / "config.json").read_text())
     assert config["source"] == config["diffusion"]["latents"] == str(s1.resolve())
+    assert config["kind"] == "train-diffusion" and config["format"] == 1
     assert config["field"] == "auto" and config["field_spec"]["denoiser"] == "mlp"
     assert config["diffusion"]["standardisation"] == "per dimension"
 

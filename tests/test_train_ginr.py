@@ -57,6 +57,7 @@ def test_a_run_writes_metrics_pictures_and_config(trained):
     for picture in ("reconstructions.png", "curve.png", "locality.png"):
         assert (trained / picture).stat().st_size > 1000
     config = json.loads((trained / "config.json").read_text())
+    assert config["kind"] == "train-ginr" and config["format"] == 1
     # The paper's settings scaled to 16x16 (s = 16 / 178), under the options given on the command line.
     resolved = config["field_spec"]["config"]
     assert resolved["patch_size"] == 1 and resolved["sigmas"] == [11.5, 2.9] and resolved["query_sigma"] == 1.4

@@ -264,6 +264,7 @@ def test_cli_image_run_and_the_commands_on_it(cli, tmp_path, adapt, capsys):
     assert "mnif on fashion-mnist (cpu): test PSNR" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["field"] == "mnif" and config["size"] == 8 and config["pixel_fraction"] == 1.0
+    assert config["kind"] == "train-mnif" and config["format"] == 1
     assert config["field_options"] == {"adapt": adapt, "experts": 4, "width": 16, "hidden_layers": 1, "latent_dim": 8,
                                        "fit_steps": 2}
     assert config["field_spec"]["config"]["size"] == "S"

@@ -133,6 +133,7 @@ def test_fit_video_writes_a_complete_run_folder(cli, square_mp4, tmp_path):
     assert 0 < metrics["ssim"] <= 1
     config = json.loads((out / "config.json").read_text())
     assert config["batch_pixels"] == 2048 and config["video"]["frames"] == 8
+    assert config["kind"] == "fit-video" and config["format"] == 1
     reconstruction = nfields.load_video(out / "reconstruction.mp4")
     assert reconstruction.frames.shape == (8, 24, 32, 3) and reconstruction.fps == 12.0
     for name in ("frames.png", "curve.png"):

@@ -9,13 +9,13 @@ from typing import Any
 
 from ..errors import NfieldsError
 from ..io import read_json
+from ..train.manifest import EXTRA_KEYS, KINDS, check_settings, command_of
 
 #: Flags whose values are settings of the same name (FitConfig's fields).
 COMMON_SETTINGS = ("source", "field", "steps", "device", "seed", "lr", "precision", "kernel", "checkpoint_every",
-                   "log_every", "eval_at")
+                   "log_every", "eval_at", "seconds")
 #: Keys a run's config.json holds beside the settings (so it can be passed back as --config).
-RUN_ONLY_KEYS = {"resolved_device", "field_spec", "image", "audio", "video", "shape", "scene", "ginr", "diffusion",
-                 "inr_gan"}
+RUN_ONLY_KEYS = set(EXTRA_KEYS)
 
 
 def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
@@ -38,6 +38,8 @@ def add_fit_arguments(p: argparse.ArgumentParser, source_help: str,
 def add_run_arguments(p: argparse.ArgumentParser, default_lr: str) -> None:
     """Flags of every training command: seed, optimiser, precision, logging, presets, resuming."""
     p.add_argument("--seed", type=int)
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help="also stop after S seconds of training (checked after every step; default 0: no limit)")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {default_lr})")
     p.add_argument("--precision", help="fp32 (default) or tf32 matmuls on CUDA")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
@@ -46,7 +48,9 @@ def add_run_arguments(p: argparse.ArgumentParser, default_lr: str) -> None:
     p.add_argument("--recipe", help="a named preset (see 'nfields recipes')")
     p.add_argument("--config", type=Path, help="a JSON file of settings (a run's config.json works)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (only a run folder; the old run stays until the new one's first "
+                        "checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -60,14 +64,22 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
+def _read_config_file(path: Path, config_cls: type) -> dict[str, Any]:
+    """The settings in a --config file, each checked against `config_cls` (nfields.train.manifest)."""
     data = read_json(path, "config file")
     if not isinstance(data, dict):
-        raise NfieldsError(f"config file '{path}' must hold a JSON object of settings.")
+        raise NfieldsError(f"config file '{path}' must hold a JSON object of settings, not "
+                           f"{'null' if data is None else type(data).__name__}.")
+    kinds = getattr(config_cls, "kinds", ())
+    kind = data.get("kind")
+    if kind is not None and kinds and kind not in kinds:
+        made = f"a {kind} run's" if kind in KINDS else f"kind {kind!r}"
+        raise NfieldsError(f"config file '{path}' holds {made} settings, not those of '{command_of(kinds[0])}'.")
+    names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(data) - names - RUN_ONLY_KEYS
     if unknown:
         raise NfieldsError(f"config file '{path}' has unknown settings: {', '.join(sorted(unknown))}.")
-    return {k: v for k, v in data.items() if k in names}
+    return check_settings({k: v for k, v in data.items() if k in names}, config_cls, f"config file '{path}'")
 
 
 def fit_settings(args: argparse.Namespace, config_cls: type, job: str, extra_settings: tuple[str, ...],
@@ -75,12 +87,11 @@ def fit_settings(args: argparse.Namespace, config_cls: type, job: str, extra_set
     """defaults < recipe < config file < flags -> (config, the settings given explicitly, run folder)."""
     from ..recipes import recipe
 
-    names = {f.name for f in dataclasses.fields(config_cls)}
     settings: dict[str, Any] = {}
     if args.recipe:
         settings.update(recipe(args.recipe, job).settings)
     if args.config:
-        settings.update(_read_config_file(args.config, names))
+        settings.update(_read_config_file(args.config, config_cls))
     flags = COMMON_SETTINGS + extra_settings
     explicit = {name for name in flags if getattr(args, name, None) is not None}  # train jobs have no --kernel
     settings.update({name: getattr(args, name) for name in explicit})

@@ -18,7 +18,6 @@ def add_parser(sub) -> None:
                       field_help="nerf, hashgrid (default) or lightfield")
     p.add_argument("--size", type=int, help="resize the views to this width in pixels (e.g. 400 for 800² scenes)")
     p.add_argument("--batch-rays", type=int, help="rays per step (default 4096)")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds of training (besides --steps)")
     p.add_argument("--eval-at-seconds", type=float, nargs="+", metavar="S",
                    help="also evaluate when training time passes these seconds")
     p.add_argument("--test-views", type=int, help="evaluate on the first N test views (default all)")

@@ -25,7 +25,6 @@ def add_parser(sub) -> None:
     budget.add_argument("--epochs", type=float, help="passes over the training latents")
     budget.add_argument("--steps", "--max-steps", dest="steps", metavar="S", type=int,
                         help="optimisation steps (default 10000)")
-    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
     p.add_argument("--batch", type=int, help="latents per step (default: mlp 64 as mNIF, transformer 256 as A.3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: mlp 0.01, transformer 0)")
     p.add_argument("--ema", dest="ema_decay", type=float, help="EMA decay of the sampled weights (default 0.9999)")

@@ -41,7 +41,6 @@ def add_dataset_arguments(p: argparse.ArgumentParser, batch_help: str) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, help="passes over the training set")
     budget.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 10000)")
-    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
     p.add_argument("--batch", type=int, help=batch_help)
     p.add_argument("--limit", type=int, help="train on the first N instances only")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N test instances only")

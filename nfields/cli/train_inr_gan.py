@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", dest="source", metavar="NAME", help="emoji (64x64 RGB), fashion-mnist (28x28 gray) "
                                                                     "or a folder of images")
     p.add_argument("--max-steps", dest="steps", metavar="S", type=int, help="optimisation steps (default 20000)")
-    p.add_argument("--seconds", type=float, help="also stop after this many seconds of training")
     p.add_argument("--batch", type=int, help="images per step (default 32)")
     p.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: the dataset's own)")
     p.add_argument("--limit", type=int, help="train on the first N images only")

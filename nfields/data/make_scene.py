@@ -291,9 +291,17 @@ def check_out(out: Path, overwrite: bool) -> None:
     """Refuse, before anything is rendered, an --out that cannot be used as asked."""
     if out.exists() and not out.is_dir():
         raise NfieldsError(f"--out '{out}' is a file; give a folder for the scene.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise NfieldsError(f"'{out}' already exists and is not empty; pass --overwrite to replace it, or "
-                           f"choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise NfieldsError(f"'{out}' already exists and is not empty; pass --overwrite to replace it, or "
+                               f"choose another --out.")
+        if not any((out / name).is_file() for name in ("transforms_train.json", "objects.json")):
+            raise NfieldsError(f"'{out}' is not empty and holds no scene made by 'nfields make-scene', so it is left "
+                               f"alone (--overwrite replaces only a scene folder); choose another --out.")
+        here = Path.cwd().resolve()
+        if out.resolve() == here or out.resolve() in here.parents:
+            raise NfieldsError(f"'{out}' holds the current folder, so --overwrite cannot replace it; run from "
+                               f"another folder or choose another --out.")
 
 
 @contextmanager

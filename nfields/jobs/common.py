@@ -19,7 +19,7 @@ from ..kernels import KERNELS, set_kernel
 from ..registry import Registry
 from ..train import Objective, Trainer, TrainerConfig
 from ..train.device import PRECISIONS, resolve_device, set_precision
-from ..train.run import check_run_dir, load_run_config, resolved_for_resume
+from ..train.run import check_run_dir, load_run_config, manifest, resolved_for_resume
 
 
 @dataclass
@@ -30,6 +30,8 @@ class FitConfig:
     path_settings: ClassVar[tuple[str, ...]] = ("source",)
     #: Where `field` is looked up (scene fits use the scene fields).
     field_registry: ClassVar[Registry] = FIELDS
+    #: The run kinds (nfields.train.manifest.KINDS) whose config.json holds these settings; the first is written.
+    kinds: ClassVar[tuple[str, ...]] = ()
 
     source: str = ""
     field: str = "siren"
@@ -44,6 +46,7 @@ class FitConfig:
     log_every: int = 25
     eval_every: int = 0
     eval_at: list[int] = default(default_factory=list)
+    seconds: float = 0.0  # stop after this much training time (0: no limit)
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -57,7 +60,13 @@ class FitConfig:
             raise NfieldsError(f"unknown --kernel '{self.kernel}'; use {', '.join(KERNELS)}.")
         if self.precision not in PRECISIONS:
             raise NfieldsError(f"unknown precision '{self.precision}'; use {' or '.join(PRECISIONS)}.")
+        if not (0 <= self.seconds < float("inf")):
+            raise NfieldsError(f"--seconds must be a number of seconds, 0 or more (0: no limit), not {self.seconds}.")
         self.field_config()
+
+    def run_kind(self) -> str:
+        """The kind of run these settings make (config.json's `kind`)."""
+        return self.kinds[0]
 
     def field_config(self):
         """The field's options, typed and checked (NfieldsError on a bad one)."""
@@ -79,8 +88,8 @@ class FitConfig:
                              tuple(self.eval_at), progress, **self.time_budget())
 
     def time_budget(self) -> dict[str, Any]:
-        """TrainerConfig's time limits; signals that train by the clock override this."""
-        return {}
+        """TrainerConfig's time limits; jobs that also evaluate by the clock override this."""
+        return {"max_seconds": self.seconds}
 
 
 def train_field(objective: Objective, model: torch.nn.Module, config: FitConfig, run_dir: Path | None, resume: bool,
@@ -130,10 +139,13 @@ def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set
     return config.normalized()
 
 
-def write_run_config(out: Path, config: FitConfig, device: torch.device, model: torch.nn.Module, **signal: Any) -> None:
-    """config.json: the resolved settings, the device, the field's spec and what the signal is."""
-    write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
-                                            "field_spec": model.spec(), **signal})
+def write_run_config(out: Path, config: FitConfig, device: torch.device, model: torch.nn.Module | None = None,
+                     field_spec: dict | None = None, **signal: Any) -> None:
+    """config.json, the run manifest: the run's kind and format, the resolved settings, the device, the model's
+    spec (`model.spec()` unless `field_spec` is given) and what the data is (e.g. image={...})."""
+    spec = model.spec() if field_spec is None else field_spec
+    write_json_atomic(out / "config.json", manifest(config.run_kind(), config, resolved_device=str(device),
+                                                    field_spec=spec, **signal))
 
 
 def final_metrics(trainer: Trainer, objective: Objective) -> dict[str, float]:

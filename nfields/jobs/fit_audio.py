@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ def peak_scale(samples: np.ndarray, normalize: str) -> float:
 @dataclass
 class FitAudioConfig(FitConfig):
     """Everything that defines an audio fit; written resolved to `config.json` in the run folder."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("fit-audio",)
 
     source: str = "front-center"
     max_seconds: float | None = None  # crop the clip to its first S seconds
@@ -159,9 +161,9 @@ def run_fit_audio(config: FitAudioConfig, out: Path, resume: bool = False, overw
 
     audio = {"rate": signal.rate, "samples": signal.length, "channels": signal.channels,
              "duration": signal.duration}
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, model, audio=audio)
-        fitted, trainer = fit_audio(signal, model, config, run_dir=out, resume=resume, progress=progress)
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model, audio=audio)
+        fitted, trainer = fit_audio(signal, model, config, run_dir=run_dir, resume=resume, progress=progress)
 
     reconstruction = fitted.render()
     metrics = {**fitted.metrics, "steps": trainer.step, "seconds": trainer.seconds,

@@ -28,6 +28,8 @@ from .common import FitConfig, final_metrics, prepare, start_run, train_field, w
 class FitImageConfig(FitConfig):
     """Everything that defines an image fit; written resolved to `config.json` in the run folder."""
 
+    kinds: ClassVar[tuple[str, ...]] = ("fit-image",)
+
     path_settings: ClassVar[tuple[str, ...]] = ("source", "mask")
 
     source: str = "camera"
@@ -170,10 +172,10 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     torch.manual_seed(config.seed)
     model = make_field(config.field, 2, signal.channels, **config.field_options)
 
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, model,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model,
                          image={"height": signal.height, "width": signal.width, "channels": signal.channels})
-        fitted, trainer = fit_image(signal, model, config, run_dir=out, resume=resume, progress=progress,
+        fitted, trainer = fit_image(signal, model, config, run_dir=run_dir, resume=resume, progress=progress,
                                     keep=keep)
 
     reconstruction = fitted.render()
@@ -199,7 +201,7 @@ def load_config(run_dir: Path) -> FitImageConfig:
 
 def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
     """A fitted image from a run folder (its newest checkpoint)."""
-    model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
+    model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device, cls=FitImageConfig)
     config = load_config(run_dir)
     image = data["image"]
     try:  # a Poisson fit's constant of integration, known once the fit has finished

@@ -24,7 +24,7 @@ from ..errors import NfieldsError
 from ..fields import Field, field_from_spec, make_field, parameter_count
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from ..train import Trainer
-from ..train.run import open_run_dir
+from ..train.run import load_run_config, open_run_dir
 from .common import FitConfig, prepare, run_trainer, start_run, write_run_config
 from .fit_image import FittedImage
 from .image_slots import FieldStack, ImageSlotsObjective
@@ -36,6 +36,8 @@ PREVIEW = 16  # images shown in reconstructions.png
 @dataclass
 class FitImagesConfig(FitConfig):
     """Everything that defines a batched fit of a dataset's images; written resolved to `config.json`."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("fit-images",)
 
     path_settings: ClassVar[tuple[str, ...]] = ("source",)
 
@@ -151,6 +153,8 @@ def fit_images(data: ImageDataset | str | os.PathLike, config: FitImagesConfig |
 def load_fitted_images(run_dir: str | os.PathLike) -> FittedImages:
     """The fields of a `nfields fit images` run (its folder, or its fields.safetensors)."""
     path = Path(run_dir)
+    if path.is_dir() and (path / "config.json").exists():
+        load_run_config(path, FitImagesConfig)  # a hand-edited run manifest is one sentence naming the key
     path = path / "fields.safetensors" if path.is_dir() else path
     if not path.exists():
         raise NfieldsError(f"'{run_dir}' holds no fields.safetensors; give the --out folder of a finished "
@@ -179,11 +183,11 @@ def run_fit_images(config: FitImagesConfig, out: Path, resume: bool = False, ove
     device = prepare(config)
     data = config.load()
     spec_field = make_field(config.field, 2, data.channels, **config.field_options)
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, spec_field,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, spec_field,
                          image={"height": data.height, "width": data.width, "channels": data.channels,
                                 "count": len(data)})
-        fitted, trainer = fit_images(data, config, run_dir=out, resume=resume, progress=progress)
+        fitted, trainer = fit_images(data, config, run_dir=run_dir, resume=resume, progress=progress)
     fitted.save(out / "fields.safetensors")
     metrics = summary(fitted, config, trainer, device, parameter_count(spec_field), data)
     write_json_atomic(out / "metrics.json", metrics)

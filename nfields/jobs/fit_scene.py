@@ -33,6 +33,8 @@ from .common import FitConfig, final_metrics, prepare, start_run, train_field, w
 class FitSceneConfig(FitConfig):
     """Everything that defines a scene fit; written resolved to `config.json` in the run folder."""
 
+    kinds: ClassVar[tuple[str, ...]] = ("fit-scene",)
+
     field_registry: ClassVar = SCENE_FIELDS
 
     field: str = "hashgrid"
@@ -188,7 +190,7 @@ def load_fitted_scene(run_dir: str | Path, device: str = "auto") -> FittedScene:
             raise NfieldsError(f"'{run_dir}' is not a scene run; make one with 'nfields fit scene'.")
         return scene_field_from_spec(data["field_spec"])
 
-    model, data = load_trained(run_dir, build, device)
+    model, data = load_trained(run_dir, build, device, cls=FitSceneConfig)
     info = data["scene"]
     return FittedScene(model, info["height"], info["width"], info["camera_angle_x"])
 
@@ -236,13 +238,13 @@ def run_fit_scene(config: FitSceneConfig, out: Path, resume: bool = False, overw
     bounds = SceneBounds(scene.near, scene.far, scene.bound)
     model = make_scene_field(config.field, bounds, **config.field_options)
 
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, model,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model,
                          scene={"root": str(scene.root), "height": train.height, "width": train.width,
                                 "camera_angle_x": scene.camera_angle_x, "train_views": len(train),
                                 "near": scene.near, "far": scene.far, "bound": scene.bound})
         started = time.perf_counter()
-        fitted, trainer = fit_scene(scene, model, config, run_dir=out, resume=resume, progress=progress)
+        fitted, trainer = fit_scene(scene, model, config, run_dir=run_dir, resume=resume, progress=progress)
 
     test = evaluation_views(scene, config.test_views)
     (out / "test").mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from .shape_objectives import MODES, SDF_LOSSES, make_objective
 @dataclass
 class FitShapeConfig(FitConfig):
     """Everything that defines a shape fit; written resolved to `config.json` in the run folder."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("fit-shape",)
 
     source: str = "bunny"
     mode: str = "sdf"  # or "occupancy"
@@ -119,11 +121,11 @@ def run_fit_shape(config: FitShapeConfig, out: Path, resume: bool = False, overw
     torch.manual_seed(config.seed)
     model = make_field(config.field, 3, 1, **config.field_options)
 
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, model,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model,
                          shape={"name": signal.name, "description": signal.describe(),
                                 "watertight": signal.watertight})
-        fitted, trainer = fit_shape(samples, model, config, run_dir=out, resume=resume, progress=progress)
+        fitted, trainer = fit_shape(samples, model, config, run_dir=run_dir, resume=resume, progress=progress)
 
     vertices, faces = fitted.last_mesh or fitted.extract_mesh(config.resolution)
     write_ply(out / "mesh.ply", vertices, faces)
@@ -154,5 +156,5 @@ def _json_safe(value: Any) -> Any:
 
 def load_fitted_shape(run_dir: str | Path, device: str = "auto") -> FittedShape:
     """A fitted shape from a run folder (its newest checkpoint)."""
-    model, _ = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
+    model, _ = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device, cls=FitShapeConfig)
     return FittedShape(model, load_run_config(run_dir, FitShapeConfig).mode)

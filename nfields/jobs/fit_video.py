@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ from .image_objectives import decode_values, encode_values
 @dataclass
 class FitVideoConfig(FitConfig):
     """Everything that defines a video fit; written resolved to `config.json` in the run folder."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("fit-video",)
 
     source: str = "bikes"
     frames: int | None = None  # the first N frames; None: all
@@ -232,11 +234,11 @@ def run_fit_video(config: FitVideoConfig, out: Path, resume: bool = False, overw
     torch.manual_seed(config.seed)
     model = make_field(config.field, 3, signal.channels, **config.field_options)
 
-    with open_run_dir(out, resume, overwrite):
-        write_run_config(out, config, device, model,
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model,
                          video={"frames": signal.num_frames, "height": signal.height, "width": signal.width,
                                 "channels": signal.channels, "fps": signal.fps})
-        fitted, trainer = fit_video(signal, model, config, run_dir=out, resume=resume, progress=progress)
+        fitted, trainer = fit_video(signal, model, config, run_dir=run_dir, resume=resume, progress=progress)
 
     shown = picture_frames(signal.num_frames)
     kept: dict[int, np.ndarray] = {}

@@ -20,6 +20,7 @@ from ..errors import NfieldsError
 from ..fields import parameter_count
 from ..ginr import GeneralizableINR, TokenINR, ginr_from_spec
 from ..io import atomic_path, write_json_atomic
+from ..train.manifest import is_run_of
 from ..train.run import load_run_config, load_trained
 from .train_ginr import (InstanceData, TrainGINRConfig, batch_psnr, eval_batch, evaluate_instances,
                          instances_per_second, load_instances, support_and_target_views, to_device)
@@ -243,10 +244,7 @@ class GINRRun:
 
 
 def is_ginr_run(run_dir: Path) -> bool:
-    try:
-        return "ginr" in json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
+    return is_run_of(run_dir, "train-ginr", "train-mnif")
 
 
 def load_ginr_run(run_dir: str | Path, device: str = "auto") -> GINRRun:

@@ -3,7 +3,6 @@ maps, and a mesh of the density's surface."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +15,7 @@ from ..data.scene import read_poses
 from ..errors import NfieldsError
 from ..render.mesh import evaluate_grid, marching_cubes, write_ply
 from ..render.scene import depth_picture
+from ..train.manifest import is_run_of
 from .fit_scene import FittedScene, load_fitted_scene
 
 VIDEO_SUFFIXES = (".mp4",)
@@ -116,7 +116,4 @@ def export_scene_mesh(run_dir: Path, out: Path, resolution: int = 256, threshold
 
 
 def is_scene_run(run_dir: Path) -> bool:
-    try:
-        return "scene" in json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
+    return is_run_of(run_dir, "fit-scene")

@@ -29,10 +29,11 @@ from ..generative.denoisers import (DENOISERS, denoiser_for_shape, denoiser_from
 from ..generative.prior import LatentPrior, latent_statistics
 from ..io import write_bytes_atomic, write_json_atomic
 from ..train import Trainer
-from ..train.checkpoint import checkpoints
+from ..train.checkpoint import load_latest
 from ..train.logging import progress_bar
+from ..train.manifest import is_run_of, read_manifest
 from ..train.run import load_run_config, load_trained, open_run_dir
-from .common import FitConfig, prepare, run_trainer, start_run
+from .common import FitConfig, prepare, run_trainer, start_run, write_run_config
 from .ginr_outputs import GINRRun, is_ginr_run, load_ginr_run
 from .train_ginr import eval_batch
 
@@ -50,6 +51,8 @@ EVAL_SEED = 20240  # the fixed noise and steps of every evaluation, so evaluatio
 class TrainDiffusionConfig(FitConfig):
     """Everything that defines a prior run (written resolved to `config.json`). `source` is the stage-1 run
     folder (`--latents`), `field` the denoiser (auto, mlp or transformer), `field_options` its options."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("train-diffusion",)
 
     field_registry: ClassVar = DENOISERS
 
@@ -125,9 +128,9 @@ def load_stage1(path: str | Path, device: str | torch.device = "auto") -> GINRRu
 
 def stage1_signature(run: GINRRun, latent_shape: Sequence[int]) -> dict[str, Any]:
     """What a prior's latents depend on: which run, its model and the checkpoint they came from."""
-    found = checkpoints(run.folder)
+    found = load_latest(run.folder, quiet=True)  # the checkpoint the run was loaded from (damaged ones skipped)
     return {"latents": str(Path(run.folder).resolve()), "method": run.config.field, "dataset": run.config.source,
-            "latent_shape": list(latent_shape), "stage1_step": int(json.loads(found[0].read_text())["step"]),
+            "latent_shape": list(latent_shape), "stage1_step": int(found[1]["step"]) if found else 0,
             "stage1_spec": json.loads(json.dumps(run.model.spec()))}
 
 
@@ -260,10 +263,14 @@ def make_optimizer(prior: LatentPrior, lr: float, weight_decay: float) -> torch.
 # -- the run ---------------------------------------------------------------------------------------------------
 
 def _stored(out: Path) -> dict[str, Any] | None:
+    """The manifest of the run in `out` (its settings checked when it is a prior), or None when there is none."""
     try:
-        return json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
+        data = read_manifest(out)
+    except NfieldsError:
         return None
+    if data["kind"] == "train-diffusion":
+        load_run_config(out, TrainDiffusionConfig)
+    return data
 
 
 def run_train_diffusion(config: TrainDiffusionConfig, out: Path, resume: bool = False, overwrite: bool = False,
@@ -272,7 +279,7 @@ def run_train_diffusion(config: TrainDiffusionConfig, out: Path, resume: bool = 
     explicit = set(explicit or ())
     device = prepare(config)
     stored = _stored(out) if resume else None
-    if resume and stored is not None and "diffusion" not in stored:
+    if resume and stored is not None and stored["kind"] != "train-diffusion":
         raise NfieldsError(f"'{out}' is not a 'nfields train diffusion' run; resume one, or give another --out.")
     if stored is not None and "source" in explicit and config.source:
         asked = str(Path(config.source).resolve())
@@ -310,15 +317,12 @@ def run_train_diffusion(config: TrainDiffusionConfig, out: Path, resume: bool = 
     weight_decay = PAPER_WEIGHT_DECAY[name] if config.weight_decay is None else config.weight_decay
     objective = DiffusionObjective(prior, train, train_labels, test, test_labels, config, batch)
     optimizer = make_optimizer(prior, config.lr or DEFAULT_LR, weight_decay)
-    with open_run_dir(out, resume, overwrite):
-        write_json_atomic(out / "config.json", {
-            **dataclasses.asdict(config), "resolved_device": str(device), "field_spec": denoiser_spec(denoiser),
-            "diffusion": {**signature, "denoiser": name, "num_classes": num_classes, "batch": batch,
-                          "weight_decay": weight_decay, "lr": config.lr or DEFAULT_LR,
-                          "train_latents": len(train), "test_latents": 0 if test is None else len(test),
-                          "standardisation": "per dimension" if len(latent_shape) == 1 else
-                          "per token and channel"}})
-        trainer = run_trainer(objective, optimizer, config, out, resume, progress, f"train diffusion ({name})",
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, field_spec=denoiser_spec(denoiser), diffusion={
+            **signature, "denoiser": name, "num_classes": num_classes, "batch": batch, "weight_decay": weight_decay,
+            "lr": config.lr or DEFAULT_LR, "train_latents": len(train), "test_latents": 0 if test is None else len(test),
+            "standardisation": "per dimension" if len(latent_shape) == 1 else "per token and channel"})
+        trainer = run_trainer(objective, optimizer, config, run_dir, resume, progress, f"train diffusion ({name})",
                         f"lower --batch (now {batch}) or the denoiser's width")
     return write_outputs(out, prior, stage1, config, trainer, objective, trained_steps=trainer.trained_steps)
 
@@ -440,10 +444,7 @@ class DiffusionRun:
 
 
 def is_diffusion_run(run_dir: str | Path) -> bool:
-    try:
-        return "diffusion" in json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
+    return is_run_of(run_dir, "train-diffusion")
 
 
 def load_diffusion_run(run_dir: str | Path, device: str = "auto") -> DiffusionRun:
@@ -460,7 +461,7 @@ def load_diffusion_run(run_dir: str | Path, device: str = "auto") -> DiffusionRu
         return LatentPrior(denoiser, zeros, torch.ones_like(zeros), steps=data["diffusion_steps"],
                            ema_decay=data["ema_decay"])
 
-    prior, data = load_trained(run_dir, build, device)
+    prior, data = load_trained(run_dir, build, device, cls=TrainDiffusionConfig)
     config = load_run_config(run_dir, TrainDiffusionConfig)
     stage1 = load_stage1(data["diffusion"]["latents"], prior.mean.device)
     check_compatible(data["diffusion"], stage1_signature(stage1, prior.latent_shape), run_dir)

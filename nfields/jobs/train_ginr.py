@@ -17,12 +17,11 @@ import torch
 
 from ..errors import NfieldsError
 from ..ginr import GINR_METHODS, DataSpec, GeneralizableINR, LatentVectorINR, TokenINR, make_ginr
-from ..io import write_json_atomic
 from ..metrics.image import mse_to_psnr
 from ..train import Trainer
 from ..train import distributed
 from ..train.run import open_run_dir
-from .common import FitConfig, prepare, run_trainer, start_run
+from .common import FitConfig, prepare, run_trainer, start_run, write_run_config
 
 SCENES_PREFIX = "scenes:"
 VOXELS = "voxels"  # 64^3 occupancy of pybullet's objects (nfields.data.voxels; every 10th object is test)
@@ -45,6 +44,7 @@ class TrainGINRConfig(FitConfig):
     """
 
     field_registry: ClassVar = GINR_METHODS
+    kinds: ClassVar[tuple[str, ...]] = ("train-ginr", "train-mnif")
 
     source: str = "fashion-mnist"
     field: str = "locality"
@@ -61,6 +61,9 @@ class TrainGINRConfig(FitConfig):
     query_rays: int = 1024  # light fields: rays of other views predicted per object per step
     seconds: float = 0.0  # stop after this much training time (0: no limit)
     eval_at_seconds: list[float] = default(default_factory=list)
+
+    def run_kind(self) -> str:
+        return "train-mnif" if self.field == "mnif" else "train-ginr"
 
     @property
     def light_field(self) -> bool:
@@ -402,18 +405,15 @@ def run_train_ginr(config: TrainGINRConfig, out: Path, resume: bool = False, ove
         objective_cls = LightFieldObjective if config.light_field else ImageSetObjective
     objective = objective_cls(model, train, test, config)
     optimizer = torch.optim.Adam(model.parameter_groups(config.lr or model.default_lr))
-    with open_run_dir(out, resume, overwrite) if main else nullcontext(out):
+    with open_run_dir(out, resume, overwrite) if main else nullcontext(out) as run_dir:
         if main:
-            write_json_atomic(out / "config.json", {**dataclasses.asdict(config), "resolved_device": str(device),
-                                                    "field_spec": model.spec(), "ginr": {
-                                                        "dataset": config.source, "method": config.field,
-                                                        "train_instances": len(train),
-                                                        "test_instances": len(test),
-                                                        "processes": distributed.world_size()}})
+            write_run_config(run_dir, config, device, model, ginr={
+                "dataset": config.source, "method": config.field, "train_instances": len(train),
+                "test_instances": len(test), "processes": distributed.world_size()})
         distributed.barrier()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        trainer = run_trainer(objective, optimizer, config, out, resume, progress, f"train {config.field}",
+        trainer = run_trainer(objective, optimizer, config, run_dir, resume, progress, f"train {config.field}",
                         f"lower --batch (now {config.batch}) or --pixel-fraction")
     metrics: dict[str, Any] = {}
     if main and config.radiance:

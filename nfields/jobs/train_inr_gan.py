@@ -3,8 +3,6 @@ interpolate from a finished run (the function API behind `nfields generate`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,9 @@ from ..io import write_bytes_atomic, write_json_atomic
 from ..registry import Registry
 from ..viz import save_image
 from ..train import Trainer
+from ..train.manifest import is_run_of
 from ..train.run import load_trained, open_run_dir
-from .common import FitConfig, prepare, run_trainer, start_run
+from .common import FitConfig, prepare, run_trainer, start_run, write_run_config
 
 #: The GAN's options (`-o KEY=VALUE`) are InrGanConfig's fields.
 INR_GAN_MODELS: Registry = Registry("GAN")
@@ -31,6 +30,8 @@ INR_GAN_MODELS.register("inr-gan", InrGanConfig)(InrGan)
 class TrainInrGanConfig(FitConfig):
     """Everything that defines an INR-GAN run (written resolved to `config.json`); `source` is the dataset,
     `field_options` the GAN's sizes (InrGanConfig)."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("train-inr-gan",)
 
     field_registry: ClassVar = INR_GAN_MODELS
 
@@ -168,12 +169,11 @@ def run_train_inr_gan(config: TrainInrGanConfig, out: Path, resume: bool = False
     model = InrGan(options, frame, channels).to(device)
     objective = InrGanObjective(model, train.to(device), test.to(device), config)
     optimizer = make_optimizer(model, config.lr or config.DEFAULT_LR, config.r1_every)
-    with open_run_dir(out, resume, overwrite):
-        write_json_atomic(out / "config.json", {
-            **dataclasses.asdict(config), "resolved_device": str(device), "field_spec": model.spec(),
-            "inr_gan": {"dataset": config.source, "height": frame[0], "width": frame[1], "channels": channels,
-                        "train_images": int(train.shape[0]), "r1_gamma": objective.gamma}})
-        trainer = run_trainer(objective, optimizer, config, out, resume, progress, "train inr-gan",
+    with open_run_dir(out, resume, overwrite) as run_dir:
+        write_run_config(run_dir, config, device, model, inr_gan={
+            "dataset": config.source, "height": frame[0], "width": frame[1], "channels": channels,
+            "train_images": int(train.shape[0]), "r1_gamma": objective.gamma})
+        trainer = run_trainer(objective, optimizer, config, run_dir, resume, progress, "train inr-gan",
                         f"lower --batch (now {config.batch})")
     return write_outputs(out, model, config, trainer, objective, device, trained_steps=trainer.trained_steps)
 
@@ -281,10 +281,7 @@ class InrGanRun:
 
 
 def is_inr_gan_run(run_dir: Path) -> bool:
-    try:
-        return "inr_gan" in json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
+    return is_run_of(run_dir, "train-inr-gan")
 
 
 def load_inr_gan_run(run_dir: Path, device: str | torch.device = "auto") -> InrGanRun:
@@ -296,7 +293,7 @@ def load_inr_gan_run(run_dir: Path, device: str | torch.device = "auto") -> InrG
         spec = data["field_spec"]
         return InrGan(InrGanConfig(**spec["config"]), tuple(spec["frame"]), spec["channels"])
 
-    model, data = load_trained(Path(run_dir), build, str(device))
+    model, data = load_trained(Path(run_dir), build, str(device), cls=TrainInrGanConfig)
     return InrGanRun(model.generator_ema, model.frame, model.channels, data)
 
 

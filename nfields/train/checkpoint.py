@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import NfieldsError, notice
 from ..io import atomic_path, write_json_atomic
 
 PATTERN = re.compile(r"checkpoint-(\d+)\.json$")
@@ -42,17 +43,71 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(PATTERN.search(p.name).group(1)), reverse=True)
 
 
-def load_latest(run_dir: Path, map_location: str | torch.device = "cpu"
+def load_latest(run_dir: Path, map_location: str | torch.device = "cpu", quiet: bool = False
                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The newest checkpoint whose two files both read back whole, or None."""
+    """The newest checkpoint whose two files both read back whole, or None when the folder has none.
+
+    A damaged newer one is never skipped silently: one line on stderr says which was skipped and why (unless
+    `quiet`). When checkpoints exist but none reads back whole, an NfieldsError says so: the caller must not
+    take that for a run with no checkpoint yet (and start again from step 0).
+    """
+    skipped: list[str] = []
     for meta_path in checkpoints(run_dir):
-        try:
-            meta = json.loads(meta_path.read_text())
-            tensors = load_file(str(meta_path.with_suffix(".safetensors")), device=str(map_location))
-            return tensors, meta
-        except (OSError, ValueError, RuntimeError, SafetensorError):
-            continue  # damaged or half-deleted: fall back to the one before
+        found = _read_checkpoint(meta_path, map_location)
+        if isinstance(found, str):
+            skipped.append(f"{meta_path.stem} ({found})")
+            continue
+        if skipped and not quiet:
+            notice(f"warning: skipped the damaged {'; '.join(skipped)} in '{run_dir}'; using {meta_path.stem}.")
+        return found
+    if skipped:
+        raise NfieldsError(f"no checkpoint in '{run_dir}' reads back whole ({'; '.join(skipped)}); restore one "
+                           f"from a copy, or start the run again with --overwrite.")
     return None
+
+
+def _read_checkpoint(meta_path: Path, map_location: str | torch.device
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | str:
+    """(tensors, meta) of one checkpoint, or why it cannot be used."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except OSError as error:
+        return f"its .json cannot be read: {error.strerror}"
+    except ValueError:
+        return "its .json is not valid JSON"
+    step = int(PATTERN.search(meta_path.name).group(1))
+    if not isinstance(meta, dict) or meta.get("step") != step or type(meta.get("step")) is not int:
+        return f"its .json does not describe step {step}"
+    tensors_path = meta_path.with_suffix(".safetensors")
+    if not tensors_path.exists():
+        return "its .safetensors file is missing"
+    try:
+        tensors = load_file(str(tensors_path), device=str(map_location))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"its .safetensors file is damaged: {reason[:80]}"
+    return tensors, meta
+
+
+#: Leftovers of writes that a kill interrupted: ours (nfields.io.atomic_path: `.NAME.XXXXXXXX.tmpSUFFIX`)
+#: and the safetensors library's own (`.tmpXXXXXX`, renamed over ours when whole).
+TEMPORARY = (re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$"), re.compile(r"^\.tmp[A-Za-z0-9]{6}$"))
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of interrupted writes anywhere in `run_dir`, and tensors whose checkpoint
+    was never committed (no .json beside them: a kill between the two files). Returns what was removed."""
+    removed = []
+    committed = {p.with_suffix(".safetensors") for p in checkpoints(run_dir)}
+    for path in Path(run_dir).rglob(".*"):
+        if path.is_file() and any(p.match(path.name) for p in TEMPORARY):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for tensors in Path(run_dir).glob("checkpoint-*.safetensors"):
+        if tensors not in committed:
+            tensors.unlink(missing_ok=True)
+            removed.append(tensors)
+    return removed
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

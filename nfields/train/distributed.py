@@ -72,3 +72,31 @@ def wrap(model: nn.Module) -> nn.Module:
         return model
     device = next(model.parameters()).device
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class StopVote:
+    """Every rank's flag, agreed without a host sync per step: each `post` starts an all-reduce (MAX) of this
+    rank's flag and returns the agreed value of the previous post. All ranks post once per step, so all get the
+    same answer at the same step, one step late; `close` waits for the last vote. Without a process group, the
+    flag itself at once."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pending: tuple[torch.Tensor, object] | None = None
+
+    def post(self, flag: bool) -> bool:
+        if not active():
+            return flag
+        value = torch.full((1,), float(flag), device=self.device)
+        work = dist.all_reduce(value, op=dist.ReduceOp.MAX, async_op=True)
+        previous, self.pending = self.pending, (value, work)
+        if previous is None:
+            return False
+        tensor, handle = previous
+        handle.wait()
+        return bool(tensor.item())
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending[1].wait()
+            self.pending = None

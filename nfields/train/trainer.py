@@ -16,12 +16,15 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..errors import NfieldsError
+from ..errors import NfieldsError, notice
 from . import distributed
 from .checkpoint import load_latest, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .graph import GraphedStep
 from .logging import EventLog, progress_bar
-from .run import model_state
+from .run import commit_run_dir, model_state
+
+#: On the CPU, a run whose first steps show it would take longer than this (seconds) says so, with advice.
+SLOW_RUN_SECONDS = 600.0
 
 
 class Objective(Protocol):
@@ -49,7 +52,8 @@ class TrainerConfig:
     eval_every: int = 0
     eval_at: tuple[int, ...] = ()
     progress: bool = True
-    #: Stop after this many seconds of training (0: no limit); checked at log points.
+    #: Stop after this many seconds of training (0: no limit); the clock is read after every step, so a run
+    #: stops within one step of the limit (under torchrun, all ranks at the same step).
     max_seconds: float = 0.0
     #: Also evaluate when training time first passes each of these seconds (checked at log points).
     eval_at_seconds: tuple[float, ...] = ()
@@ -78,6 +82,7 @@ class Trainer:
         self.seconds = 0.0
         self.history = History()
         self.trained_steps = 0  # steps taken by the last fit() (a resumed run counts only its own)
+        self._events: EventLog | None = None
 
     @property
     def device(self) -> torch.device:
@@ -96,13 +101,26 @@ class Trainer:
         meta = {"seconds": self.seconds, "optimizer": optimizer_meta,
                 "history": {"train": self.history.train, "evals": self.history.evals}}
         save_checkpoint(self.run_dir, self.step, tensors, meta)
+        # A run that replaces another (--overwrite) is staged beside it until its first checkpoint: swap it in.
+        committed = commit_run_dir(self.run_dir)
+        if committed != self.run_dir:
+            events = self._events
+            if events is not None:
+                events.close()  # TensorBoard appends by path: reopen it at the run's new place
+            self.run_dir = committed
+            if events is not None:
+                self._events = EventLog(committed)
 
     def resume(self) -> bool:
-        """Load the newest good checkpoint; False when there is none."""
+        """Load the newest good checkpoint (saying which damaged ones it skipped); False, with a notice, when the
+        run stopped before its first one. An NfieldsError when checkpoints exist but none reads back whole."""
         if self.run_dir is None:
             return False
-        found = load_latest(self.run_dir, map_location=self.device)
+        found = load_latest(self.run_dir, map_location=self.device, quiet=not distributed.is_main())
         if found is None:
+            if distributed.is_main():
+                notice(f"'{self.run_dir}' has no checkpoint yet (the run stopped before its first one); "
+                       f"starting again from step 0.")
             return False
         tensors, meta = found
         try:
@@ -146,7 +164,7 @@ class Trainer:
             return self.history  # a resumed run that had already finished
         main = distributed.is_main()  # under torchrun only rank 0 logs, shows progress and saves
         first_step = self.step
-        events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
+        self._events = EventLog(self.run_dir if main else None, purge_step=self.step + 1 if self.step else None)
         bar = progress_bar(cfg.steps, self.step, self.description, cfg.progress and main)
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -155,6 +173,11 @@ class Trainer:
         postfix = getattr(self.objective, "postfix", None)
         graphed = cfg.cuda_graph and self.device.type == "cuda" and getattr(self.objective, "cuda_graph_safe", False)
         train_step = GraphedStep(self._train_step, self.optimizer) if graphed else lambda: self._train_step(True)
+        limit = cfg.max_seconds
+        # The clock is read after every step (no device sync: the host waits for the device often enough); under
+        # torchrun the ranks vote on it, so all stop at the same step.
+        vote = distributed.StopVote(self.device) if limit and distributed.active() else None
+        estimate = _RunEstimate(self, first_step) if self.device.type == "cpu" and main else None
         self._sync()
         started = time.perf_counter()
         try:
@@ -169,7 +192,14 @@ class Trainer:
                     sums[key] = sums[key] + value if key in sums else value.clone()
                 count += 1
 
-                last = self.step == cfg.steps or (finished is not None and finished())
+                out_of_time = False
+                if limit or estimate is not None:
+                    elapsed = self.seconds + time.perf_counter() - started
+                    if limit:
+                        out_of_time = elapsed >= limit if vote is None else vote.post(elapsed >= limit)
+                    if estimate is not None and estimate.update(elapsed):
+                        estimate = None
+                last = self.step == cfg.steps or out_of_time or (finished is not None and finished())
                 log_now = self.step % cfg.log_every == 0 or last
                 eval_now = self._wants_eval(self.step) or last
                 save_now = self.step % cfg.checkpoint_every == 0 or last
@@ -187,7 +217,7 @@ class Trainer:
                         raise NfieldsError(f"training diverged (the loss became {point['loss']}) at step "
                                            f"{self.step}; lower the learning rate with --lr.")
                     self.history.train.append({"step": self.step, "seconds": self.seconds, **point})
-                    events.scalars(self.step, point, "train/")
+                    self._events.scalars(self.step, point, "train/")
                     shown = {k: f"{v:.4g}" for k, v in point.items()}
                     if items and self.seconds > before:
                         shown[f"{items[1]}/s"] = f"{items[0] * count / (self.seconds - before):.3g}"
@@ -198,7 +228,7 @@ class Trainer:
                 if eval_now and main:
                     metrics = self.objective.evaluate()
                     self.history.evals.append({"step": self.step, "seconds": self.seconds, **metrics})
-                    events.scalars(self.step, metrics, "eval/")
+                    self._events.scalars(self.step, metrics, "eval/")
                 if save_now:
                     self.save()
                 if last:
@@ -207,6 +237,45 @@ class Trainer:
                 started = time.perf_counter()
         finally:
             bar.close()
-            events.close()
+            self._events.close()
+            self._events = None
+            if vote is not None:
+                vote.close()
             self.trained_steps = self.step - first_step
         return self.history
+
+
+class _RunEstimate:
+    """On the CPU: once the first steps are timed, one line when the whole run would take over SLOW_RUN_SECONDS."""
+
+    def __init__(self, trainer: Trainer, first_step: int):
+        self.trainer = trainer
+        self.first_step = first_step
+        self.start: float | None = None  # training seconds after the first step (which may warm up caches)
+
+    def update(self, elapsed: float) -> bool:
+        """Called after each step with the training seconds so far; True once it has said what it had to."""
+        trainer, cfg = self.trainer, self.trainer.config
+        taken = trainer.step - self.first_step
+        if taken == 1:
+            self.start = elapsed
+            return False
+        if self.start is None or taken < 4 or (taken < 11 and elapsed - self.start < 2.0):
+            return False
+        per_step = (elapsed - self.start) / (taken - 1)
+        left = per_step * (cfg.steps - trainer.step)
+        if cfg.max_seconds:
+            left = min(left, cfg.max_seconds - elapsed)
+        if left > SLOW_RUN_SECONDS:
+            notice(f"this run would take about {_duration(left)} more on the CPU ({per_step:.3g} s a step, "
+                   f"{cfg.steps - trainer.step:,} steps to go); fewer steps, a smaller size or --device cuda "
+                   f"would shorten it.")
+        return True
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.1f} days"
