@@ -5,6 +5,7 @@ shape) adds its own settings dataclass, objective and outputs on top of these.""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from dataclasses import field as default
 from pathlib import Path
@@ -46,6 +47,11 @@ class FitConfig:
     eval_at: list[int] = default(default_factory=list)
 
     def validate(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise NfieldsError(f"--{item.name.replace('_', '-')} must be a finite number, not {value}.")
         if self.steps <= 0:
             raise NfieldsError(f"--steps must be a positive number of steps, not {self.steps}.")
         if self.lr is not None and not self.lr > 0:
