@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import NfieldsError
+
 
 def available_memory() -> int:
     """Bytes of memory available now (MemAvailable on Linux)."""
@@ -22,4 +24,14 @@ def gigabytes(count: float) -> str:
     return f"{count / 2 ** 30:.1f} GB"
 
 
-__all__ = ["available_memory", "gigabytes"]
+
+
+def check_memory(need: float, what: str, advice: str) -> None:
+    """NfieldsError, before any of it is allocated, when `need` bytes for `what` exceed the memory available."""
+    available = available_memory()
+    if need > available:
+        raise NfieldsError(f"{what} takes {gigabytes(need)}, more than the {gigabytes(available)} of memory "
+                           f"available; {advice}.")
+
+
+__all__ = ["available_memory", "gigabytes", "check_memory"]
