@@ -104,6 +104,7 @@ def run_trainer(objective: Objective, optimizer: torch.optim.Optimizer, config: 
                 cuda_graph: bool = False) -> Trainer:
     """The one training loop on `objective`, resumed from the run folder's newest checkpoint when asked.
     Running out of device memory is one sentence with `out_of_memory_advice`."""
+    run_dir = None if run_dir is None else Path(run_dir)
     trainer_config = dataclasses.replace(config.trainer_config(progress), cuda_graph=cuda_graph)
     trainer = Trainer(objective, optimizer, run_dir, trainer_config, description=description)
     if resume and run_dir is not None:

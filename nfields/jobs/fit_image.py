@@ -193,12 +193,13 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     return metrics
 
 
-def load_config(run_dir: Path) -> FitImageConfig:
-    return load_run_config(run_dir, FitImageConfig)
+def load_config(run_dir: str | Path) -> FitImageConfig:
+    return load_run_config(Path(run_dir), FitImageConfig)
 
 
 def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
     """A fitted image from a run folder (its newest checkpoint)."""
+    run_dir = Path(run_dir)
     model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
     config = load_config(run_dir)
     image = data["image"]

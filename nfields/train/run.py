@@ -16,6 +16,7 @@ import torch
 from ..errors import NfieldsError
 from .checkpoint import load_latest
 from .device import resolve_device
+from .weights import load_weights
 
 C = TypeVar("C")
 
@@ -111,5 +112,5 @@ def load_trained(run_dir: Path, build: Callable[[dict], torch.nn.Module],
     found = load_latest(run_dir)
     if found is None:
         raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
-    model.load_state_dict(model_state(found[0]))
+    load_weights(model, model_state(found[0]), f"'{run_dir}'")  # nfields.train.weights: one sentence on a mismatch
     return model.to(resolve_device(device)).eval(), data
