@@ -145,28 +145,31 @@ def _decode_pil(path: Path) -> np.ndarray:
                 channels = 4 if img.mode in ("P", "PA") else len(img.getbands())
                 _check_fits_in_memory(path, img.height, img.width, channels)
                 img.load()
-                return _pil_to_array(img)
+                return _pil_to_array(img, path)
     except UnidentifiedImageError:
         raise NfieldsError(f"'{path}' is not an image that can be read (PNG, JPEG, TIFF, WebP, BMP, GIF).") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise NfieldsError(f"'{path}' could not be decoded ({error}); the file may be truncated or damaged.") from None
 
 
-def _unit_float32(array: np.ndarray, scale: float) -> np.ndarray:
+def _unit_float32(array: np.ndarray, scale: float, path: Path) -> np.ndarray:
     """array / scale clipped to [0, 1], as float32 (H, W, C), computed in float64 a block of rows at a time
-    (the same values as converting the whole array at once, without its float64 copy)."""
+    (the same values as converting the whole array at once, without its float64 copy). NaN or infinite
+    values (float images) are an NfieldsError, checked before clipping would hide an infinity."""
     if array.ndim == 2:
         array = array[..., None]
     out = np.empty(array.shape, np.float32)
     for start in range(0, array.shape[0], _CONVERT_ROWS):
         block = array[start:start + _CONVERT_ROWS].astype(np.float64)
+        if array.dtype.kind == "f" and not np.isfinite(block).all():
+            raise NfieldsError(f"'{path}' contains NaN or infinite values; clean the image first.")
         if scale != 1.0:
             block /= scale
         out[start:start + _CONVERT_ROWS] = np.clip(block, 0, 1)
     return out
 
 
-def _pil_to_array(img: Image.Image) -> np.ndarray:
+def _pil_to_array(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -174,10 +177,10 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     array = np.asarray(img)
     if img.mode.startswith("I;16") or img.mode == "I":
         peak = array.max()
-        return _unit_float32(array, 65535.0 if peak <= 65535 else float(peak))
+        return _unit_float32(array, 65535.0 if peak <= 65535 else float(peak), path)
     if img.mode == "F":
-        return _unit_float32(array, 1.0)
-    return _unit_float32(array, 255.0)
+        return _unit_float32(array, 1.0, path)
+    return _unit_float32(array, 255.0, path)
 
 
 def _png_is_16bit_colour(path: Path) -> bool:
@@ -197,7 +200,7 @@ def _decode_png16(path: Path) -> np.ndarray:
             array[i] = row
     except png.Error as error:
         raise NfieldsError(f"'{path}' could not be decoded ({error}); the file may be truncated or damaged.") from None
-    return _unit_float32(array.reshape(height, width, info["planes"]), 65535.0)
+    return _unit_float32(array.reshape(height, width, info["planes"]), 65535.0, path)
 
 
 def _decode_tiff(path: Path) -> np.ndarray:
@@ -217,5 +220,5 @@ def _decode_tiff(path: Path) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] > 4:
         raise NfieldsError(f"'{path}' has shape {array.shape}; expected a gray, RGB or RGBA image.")
     if np.issubdtype(array.dtype, np.integer):
-        return _unit_float32(array, float(np.iinfo(array.dtype).max))
-    return _unit_float32(array, 1.0)
+        return _unit_float32(array, float(np.iinfo(array.dtype).max), path)
+    return _unit_float32(array, 1.0, path)

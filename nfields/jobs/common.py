@@ -130,6 +130,8 @@ C = TypeVar("C", bound=FitConfig)
 def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set[str], check: bool = True) -> C:
     """Check the run folder (unless `check` is False: other processes of a torchrun launch leave that to
     rank 0); on resume, the stored settings with only the budget from the command."""
+    if not resume:
+        config.validate()  # a bad setting is refused before the folder is even probed
     if check:
         check_run_dir(out, resume, overwrite)
     if resume:

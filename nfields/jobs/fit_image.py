@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -71,11 +72,13 @@ class FittedImage:
     def output_size(self, height: int | None = None, width: int | None = None, scale: float | None = None,
                     region: Sequence[float] | None = None) -> tuple[int, int]:
         """The rendered size: explicit, or `scale` output pixels per fitted pixel of `region`."""
+        if region is not None and not all(math.isfinite(v) for v in region):
+            raise NfieldsError(f"--region x0 y0 x1 y1 must be finite numbers, not {list(region)}.")
         if region is not None and not (region[2] > region[0] and region[3] > region[1]):
             raise NfieldsError(f"--region x0 y0 x1 y1 needs x1 > x0 and y1 > y0, not {list(region)}.")
         if scale is not None:
-            if not scale > 0:
-                raise NfieldsError(f"--scale must be positive, not {scale}.")
+            if not (math.isfinite(scale) and scale > 0):
+                raise NfieldsError(f"--scale must be a positive number, not {scale}.")
             x0, y0, x1, y1 = region if region is not None else (0, 0, self.width, self.height)
             return max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
         height = self.height if height is None else height

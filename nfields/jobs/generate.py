@@ -131,7 +131,7 @@ def render_latents(gen: GenerativeRun, latents: torch.Tensor, scale: float = 1.0
                    views: list[int] | None = None) -> np.ndarray:
     """Samples' latents -> float32 renders in [0, 1] (see `sample`); `views` picks some of a radiance run's
     fixed views (None: all)."""
-    if not scale > 0:
+    if not (math.isfinite(scale) and scale > 0):
         raise NfieldsError(f"--scale must be positive, not {scale}.")
     if gen.radiance:
         cameras = gen.run.stage1.cameras.scaled(scale)

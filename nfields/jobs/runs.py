@@ -128,7 +128,7 @@ def render_video_run(run_dir: str | os.PathLike, out: str | os.PathLike, size: t
         if not np.isfinite(frame):
             raise NfieldsError(f"--frame must be a finite time in frames, not {frame}.")
     if fps is not None and not (np.isfinite(fps) and 0 < fps <= 1000):
-        raise NfieldsError(f"--fps must be a frame rate from 0 to 1000, not {fps}.")
+        raise NfieldsError(f"--fps must be a frame rate above 0 and at most 1000, not {fps}.")
     if size is not None and min(size) <= 0:
         raise NfieldsError(f"--size takes two positive integers H W, not {' '.join(map(str, size))}.")
     if scale is not None and not (np.isfinite(scale) and scale > 0):
