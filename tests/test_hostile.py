@@ -231,7 +231,9 @@ CASES = {
     "eval-fid-samples-missing": (["eval", "{image}", "--fid", "--samples", "{work}/none.npz"], "does not exist"),
     "eval-fid-samples-objects": (["eval", "{image}", "--fid", "--samples", "{objects_npz}"], "samples file"),
     "eval-fid-samples-nan": (["eval", "{image}", "--fid", "--samples", "{nan_npz}"], "NaN"),
-    "eval-image-run": (["eval", "{image}"], None),
+    "eval-image-run": (["eval", "{image}"], "metrics.json"),
+    "encode-audio-run": (["encode", "{audio}", "{nan_folder}", "--out", "{work}/l.safetensors"], "audio run"),
+    "interpolate-shape-run": (["interpolate", "{shape}", "0", "1", "--out", "{work}/i.png"], "shape run"),
     # generate
     "generate-from-an-image-run": (["generate", "{image}", "--n", "2", "--out", "{work}/g"], None),
     "generate-missing-run": (["generate", "{work}/no-run", "--n", "2", "--out", "{work}/g"], "does not exist"),
