@@ -270,7 +270,7 @@ def test_hostile_input_is_one_sentence_and_touches_nothing(case, hostile, monkey
              "shape_src": str(hostile["root"] / "sources" / "sphere.off"), "out": str(hostile["work"] / case)}
     argv = [a.format(**paths) for a in argv]
     # The huge PNG must be refused on any machine, so the memory it may use is fixed below what decoding
-    # it takes (9 GB at the measured 10 bytes per pixel-channel).
+    # it takes (about 10 GB at the measured 12 bytes per pixel-channel).
     monkeypatch.setattr("nfields.data.image.available_memory", lambda: 4 << 30)
     monkeypatch.chdir(hostile["work"])
     before = snapshot(hostile["root"])

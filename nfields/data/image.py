@@ -21,10 +21,12 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 
 #: Peak bytes of host memory that `_decode` costs per pixel-channel, measured as the peak RSS of decoding
-#: 4000x4000 images (2026-12-07, this machine): 8-bit gray, RGB and RGBA PNG 7.0-7.4, 16-bit RGB PNG (pypng)
-#: 7.0, 16-bit gray PNG 9.1, 8-bit TIFF 6.1, float32 TIFF 9.0 (of which 4 are the float32 result and 1 the
-#: finiteness check). Before the conversion to float went a block of rows at a time it was 16-22. Rounded up.
-DECODE_BYTES_PER_VALUE = 10
+#: (2026-12-07, this machine; tests/test_run_kinds.py checks it): at 4000x4000, 8-bit gray, RGB and RGBA PNG
+#: 7.0-7.4, 16-bit RGB PNG (pypng) 7.0, 16-bit gray PNG 9.1, 8-bit TIFF 6.1, float32 TIFF 9.0 (4 of them the
+#: float32 result, 1 the finiteness check); at 2000x2000 16-bit gray 10.3 (the float64 block of rows weighs
+#: more on a small image). Before the conversion to float went a block of rows at a time it was 16-22.
+#: Rounded up.
+DECODE_BYTES_PER_VALUE = 12
 #: Rows converted to float at a time: the float64 working copy stays small.
 _CONVERT_ROWS = 256
 
