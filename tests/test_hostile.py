@@ -66,7 +66,7 @@ def hostile(kind_runs, tmp_path_factory) -> dict[str, Path]:
         Image.fromarray(good).save(folder / f"{i}.png")
     nan = make_image(16, 16, 3)
     nan[3, 4, 1] = np.nan
-    tifffile.imwrite(folder / "3.tif", nan)
+    tifffile.imwrite(folder / "3.tif", nan, photometric="rgb")
     files["nan_folder"] = folder
     files["nan_tiff"] = folder / "3.tif"
     files["inf_tiff"] = bad / "inf.tif"

@@ -78,7 +78,7 @@ class FittedImage:
             raise NfieldsError(f"--region x0 y0 x1 y1 needs x1 > x0 and y1 > y0, not {list(region)}.")
         if scale is not None:
             if not (math.isfinite(scale) and scale > 0):
-                raise NfieldsError(f"--scale must be a positive number, not {scale}.")
+                raise NfieldsError(f"--scale must be positive (and finite), not {scale}.")
             x0, y0, x1, y1 = region if region is not None else (0, 0, self.width, self.height)
             return max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
         height = self.height if height is None else height

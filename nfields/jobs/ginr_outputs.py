@@ -444,7 +444,7 @@ def _scaled(run: GINRRun, scale: float, count: int = 1) -> tuple[int, ...]:
     from .runs import PICTURE_BYTES_PER_VALUE
 
     if not (math.isfinite(scale) and scale > 0):
-        raise NfieldsError(f"--scale must be a positive number, not {scale}.")
+        raise NfieldsError(f"--scale must be positive (and finite), not {scale}.")
     shape = tuple(max(1, round(s * scale)) for s in run.model.data.image_size)
     check_memory(count * math.prod(shape) * 4 * PICTURE_BYTES_PER_VALUE,
                  f"rendering at {'x'.join(map(str, shape))}", "choose a smaller --scale")

@@ -132,7 +132,7 @@ def render_video_run(run_dir: str | os.PathLike, out: str | os.PathLike, size: t
     if size is not None and min(size) <= 0:
         raise NfieldsError(f"--size takes two positive integers H W, not {' '.join(map(str, size))}.")
     if scale is not None and not (np.isfinite(scale) and scale > 0):
-        raise NfieldsError(f"--scale must be a positive number, not {scale}.")
+        raise NfieldsError(f"--scale must be positive (and finite), not {scale}.")
     fitted = load_fitted_video(run_dir, device)
     if size is None:
         factor = scale or 1.0
