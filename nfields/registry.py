@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import Any, Callable, Generic, TypeVar
 
 from .errors import NfieldsError
@@ -57,7 +58,42 @@ def build_dataclass(cls: type, options: dict[str, Any], what: str):
                 f"{what} has no option '{key}'{did_you_mean(key, fields)}; "
                 f"its options are: {', '.join(fields)}."
             )
-    return cls(**{k: coerce(v, fields[k].type, f"{what} option '{k}'") for k, v in options.items()})
+    typed = {k: coerce(v, fields[k].type, f"{what} option '{k}'") for k, v in options.items()}
+    for key, value in typed.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NfieldsError(f"{what} option '{key}' must be a finite number, not {value}.")
+        limits = getattr(cls, "limits", {}).get(key)
+        if limits is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            limits.check(value, f"{what} option '{key}'")
+    return cls(**typed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The range an option's value must lie in: low <= value (low < value if `strict`) and value <= high.
+    A config dataclass lists them as `limits: ClassVar[dict[str, Limits]]`; `build_dataclass` checks them."""
+
+    low: float | None = None
+    high: float | None = None
+    strict: bool = False
+
+    def check(self, value: float, what: str) -> None:
+        low_ok = self.low is None or (value > self.low if self.strict else value >= self.low)
+        if low_ok and (self.high is None or value <= self.high):
+            return
+        if self.low is not None and self.high is not None:
+            rule = f"from {self.low:g} to {self.high:g}"
+        elif self.low is not None:
+            rule = f"greater than {self.low:g}" if self.strict else f"at least {self.low:g}"
+        else:
+            rule = f"at most {self.high:g}"
+        raise NfieldsError(f"{what} must be {rule}, not {value:g}.")
+
+
+#: Common limits: a count of at least one (widths), of zero or more (hidden layers), a positive number.
+AT_LEAST_ONE = Limits(1)
+NOT_NEGATIVE = Limits(0)
+POSITIVE = Limits(0, strict=True)
 
 
 def coerce(value: Any, annotation: Any, what: str) -> Any:

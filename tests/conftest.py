@@ -139,3 +139,13 @@ def fitted_run(tmp_path_factory) -> Path:
                              "--out", out, "--quiet", "-o", "width=32", "--device", "cpu")
     assert result.code == 0, result.err
     return out
+
+
+@pytest.fixture(scope="session")
+def kind_runs(tmp_path_factory) -> dict[str, Path]:
+    """Finished tiny runs of kinds image, audio, video and shape (tests/kinds_helpers.py), shared by the
+    session; `kind_runs["root"]` is the folder that holds them and their sources. Tests must not modify them."""
+    from kinds_helpers import make_runs
+
+    root = tmp_path_factory.mktemp("kinds")
+    return {"root": root, **make_runs(root)}

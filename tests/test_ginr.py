@@ -91,6 +91,20 @@ def test_rebuilds_from_spec():
         torch.testing.assert_close(copy(images, coords), model(images, coords))
 
 
+def test_ipc_runs_saved_before_modulated_layer_still_load():
+    """Before the option existed IPC modulated its first layer, under the name `first`."""
+    old = tiny("ipc", modulated_layer=0)
+    spec = old.spec()
+    del spec["config"]["modulated_layer"]
+    state = {k.replace("decoder.modulated.", "decoder.first."): v for k, v in old.state_dict().items()}
+    rebuilt = ginr_from_spec(spec)
+    rebuilt.load_state_dict(state)
+    images, coords = torch.rand(1, 16, 16, 3), torch.rand(1, 9, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images, coords), old(images, coords))
+    assert tiny("ipc").decoder.config.modulated_layer == 1  # the official code's second layer
+
+
 def test_log_fourier_features():
     gamma = LogFourierFeatures(2, 4, 8.0)
     torch.testing.assert_close(gamma.freqs, torch.tensor([1.0, 2.0, 4.0, 8.0]))

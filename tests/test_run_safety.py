@@ -263,7 +263,7 @@ TAMPERED = {
     "top-list": (lambda data: [data], "must hold a JSON object.*not a list"),
     "top-null": (lambda data: None, "must hold a JSON object.*not null"),
     "bad-kind": (setting("kind", "fit-banana"), "kind=\"fit-banana\""),
-    "other-kind": (setting("kind", "fit-audio"), "is a fit-audio run"),
+    "other-kind": (setting("kind", "fit-audio"), "is (a fit-audio|an audio) run"),
     "newer-format": (setting("format", 2), "format 2, newer"),
     "format-string": (setting("format", "1"), "format=\"1\""),
     "not-json": (lambda data: "{ not json", "not valid JSON"),

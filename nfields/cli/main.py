@@ -33,38 +33,52 @@ def build_parser() -> argparse.ArgumentParser:
     train_ginr.add_run_commands(sub)
     generate.add_parser(sub)
 
-    render = sub.add_parser("render", help="render a fitted field: an image at any size, or new views of a scene",
-                            description="Image runs: evaluate on any grid (--scale or --size, --region). Scene "
-                                        "runs: an orbit video (--orbit) or the views of a pose file (--pose). "
+    render = sub.add_parser("render", help="render a fitted field at any resolution: an image, a clip at any "
+                                           "sample rate, a video at any size and frame rate, a mesh, new views "
+                                           "of a scene",
+                            description="Image runs: evaluate on any grid (--scale or --size, --region). Audio runs: "
+                                        "a WAV at any --rate. Video runs: an MP4 at any --size/--scale and --fps, "
+                                        "or one --frame T as an image. Shape runs: a PLY mesh at any --resolution. "
+                                        "Scene runs: an orbit video (--orbit) or the views of a pose file (--pose). "
                                         "'train ginr' runs: test instance --index I at --scale K.")
-    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit image', 'fit scene' or 'train ginr'")
+    render.add_argument("run", type=Path, help="a run folder made by 'nfields fit' or 'train ginr'")
     render.add_argument("--index", type=int, help="'train ginr' runs: the test instance to render; 'fit images' "
                                                   "runs: the image")
     scale = render.add_mutually_exclusive_group()
-    scale.add_argument("--scale", type=float, help="image runs: output pixels per fitted pixel, e.g. 4")
+    scale.add_argument("--scale", type=float, help="image and video runs: output pixels per fitted pixel, e.g. 4")
     scale.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="exact output size")
     render.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                         help="image runs: the area to render, in pixels of the fitted image (may extend past it)")
+    render.add_argument("--rate", type=float, help="audio runs: sample rate in Hz (default: the clip's)")
+    render.add_argument("--fps", type=float, help="video runs: frame rate (default: the video's; same duration)")
+    render.add_argument("--frame", type=float, metavar="T", help="video runs: one frame at time T in frames "
+                                                                 "(2.5: halfway between frames 2 and 3), as an image")
+    render.add_argument("--resolution", type=int, help="shape runs: marching-cubes grid points per side "
+                                                       "(default: the run's)")
     render.add_argument("--orbit", action="store_true", help="scene runs: a video circling the object (.mp4)")
-    render.add_argument("--frames", type=int, default=60, help="frames of the orbit (default 60)")
+    render.add_argument("--frames", type=int, help="frames of the orbit (default 60)")
     render.add_argument("--elevation", type=float, default=30.0, help="orbit elevation in degrees (default 30)")
     render.add_argument("--radius", type=float, default=4.0, help="orbit camera distance (default 4)")
     render.add_argument("--pose", type=Path, help="scene runs: a JSON camera-to-world 4x4 matrix or a "
                                                   "transforms file (one image per frame)")
     render.add_argument("--depth", action="store_true", help="scene runs: depth maps instead of colour")
-    render.add_argument("--out", type=Path, required=True, help="output image (PNG, JPEG, TIFF, ...), .mp4 or folder")
+    render.add_argument("--out", type=Path, required=True,
+                        help="output image (PNG, JPEG, TIFF, ...), .wav, .mp4, .ply or folder")
     render.add_argument("--device", default="auto")
-    render.add_argument("--chunk", type=int, default=None, help="pixels (rays) evaluated at once")
+    render.add_argument("--chunk", type=int, default=None, help="pixels (rays, samples) evaluated at once")
     render.set_defaults(handler=cmd_render)
 
     export = sub.add_parser("export", help="write a fitted field's weights quantised (compression), or a "
-                                           "scene's density surface as a mesh")
+                                           "shape's or a scene's surface as a mesh")
     export.add_argument("run", type=Path)
     what = export.add_mutually_exclusive_group(required=True)
-    what.add_argument("--bits", type=int, choices=(16, 8), help="image runs: quantise the weights")
-    what.add_argument("--mesh", action="store_true", help="scene runs: marching cubes on the density")
-    export.add_argument("--resolution", type=int, default=256, help="--mesh: grid points per side (default 256)")
-    export.add_argument("--threshold", type=float, default=25.0, help="--mesh: density level of the surface (default 25)")
+    what.add_argument("--bits", type=int, choices=(16, 8), help="image, audio, video and shape runs: quantise the "
+                                                                "field's weights")
+    what.add_argument("--mesh", action="store_true", help="shape runs: marching cubes on the field; scene runs: "
+                                                          "on the density")
+    export.add_argument("--resolution", type=int, help="--mesh: grid points per side (default: the shape run's, "
+                                                       "256 for scenes)")
+    export.add_argument("--threshold", type=float, help="--mesh on scenes: density level of the surface (default 25)")
     export.add_argument("--device", default="auto")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors (--bits) or .ply (--mesh)")
     export.set_defaults(handler=cmd_export)
@@ -79,33 +93,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- render, export, listings --------------------------------------------------------------------
 
+#: Render flags and the kinds of run each is for (any other kind given one gets a sentence saying so).
+RENDER_FLAGS = {"index": ("images", "ginr"), "scale": ("image", "images", "video", "ginr"),
+                "size": ("image", "images", "video", "scene"), "region": ("image", "images"),
+                "rate": ("audio",), "fps": ("video",), "frame": ("video",), "resolution": ("shape",),
+                "orbit": ("scene",), "frames": ("scene",), "pose": ("scene",), "depth": ("scene",)}
+#: Flags with defaults, checked only when changed from them.
+RENDER_DEFAULTS = {"elevation": 30.0, "radius": 4.0}
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    from ..jobs.ginr_outputs import is_ginr_run
-    from ..jobs.scene_outputs import is_scene_run
+    from ..jobs.runs import made_by, short_kind
 
     if not args.out.parent.exists():
         raise NfieldsError(f"folder '{args.out.parent}' does not exist; create it or choose another --out.")
     if args.chunk is not None and args.chunk <= 0:
         raise NfieldsError(f"--chunk must be positive, not {args.chunk}.")
-    if is_scene_run(args.run):
-        return _render_scene(args)
-    if is_ginr_run(args.run):
-        return _render_instance(args)
-    if (args.run / "fields.safetensors").exists() and args.index is None:
-        raise NfieldsError("a 'fit images' run holds one field per image: give --index I (and --scale K).")
-    if args.index is not None and not (args.run / "fields.safetensors").exists():
-        raise NfieldsError("--index is for 'train ginr' and 'fit images' runs; an image run renders its one image.")
-    if args.scale is None and args.size is None:
-        raise NfieldsError("an image run renders at --scale K or --size H W; give one of them.")
-    return _render_image(args)
+    kind = short_kind(args.run)
+    if kind in ("diffusion", "inr-gan"):
+        raise NfieldsError(f"'{args.run}' is {made_by(kind)}, a prior over fields: sample and render new ones with "
+                           f"'nfields generate {args.run} --n N --out DIR'.")
+    for flag, kinds in RENDER_FLAGS.items():
+        value = getattr(args, flag)
+        if value not in (None, False) and kind not in kinds:
+            names = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} and {kinds[-1]}"
+            raise NfieldsError(f"--{flag} is for {names} runs, and '{args.run}' is {made_by(kind)}; see "
+                               f"'nfields render --help'.")
+    if kind != "scene" and any(getattr(args, k) != v for k, v in RENDER_DEFAULTS.items()):
+        raise NfieldsError("--elevation and --radius are for scene orbits (--orbit).")
+    return RENDERERS[kind](args)
 
 
 def _render_scene(args: argparse.Namespace) -> int:
     from ..jobs.scene_outputs import render_scene_run
 
-    if args.scale is not None or args.region is not None:
-        raise NfieldsError("--scale and --region are for image runs; a scene renders at --size H W.")
-    report = render_scene_run(args.run, args.out, args.frames if args.orbit else None, args.pose, args.depth,
+    if args.frames is not None and not args.orbit:
+        raise NfieldsError("--frames is the length of an --orbit; give --orbit too.")
+    report = render_scene_run(args.run, args.out, (args.frames or 60) if args.orbit else None, args.pose, args.depth,
                               tuple(args.size) if args.size else None, args.elevation, args.radius,
                               device=args.device, chunk=args.chunk or 4096)
     what = "depth maps" if args.depth else "views"
@@ -117,7 +141,7 @@ def _render_scene(args: argparse.Namespace) -> int:
 def _render_instance(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import render_instance
 
-    if args.index is None or args.size or args.region or args.orbit or args.pose or args.depth:
+    if args.index is None:
         raise NfieldsError("a 'train ginr' run renders one test instance: give --index I (and --scale K).")
     report = render_instance(args.run, args.index, args.out, args.scale or 1.0, device=args.device)
     print(f"wrote {report['file']} ({report['width']}x{report['height']})")
@@ -129,11 +153,19 @@ def _render_image(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..jobs.fit_image import load_fitted
+    from ..jobs.runs import PICTURE_BYTES_PER_VALUE
+    from ..memory import check_memory
 
-    if args.orbit or args.pose or args.depth:
-        raise NfieldsError("--orbit, --pose and --depth are for scene runs; an image run renders at --scale or --size.")
+    if args.index is not None and args.run_kind == "image":
+        raise NfieldsError("--index is for 'train ginr' and 'fit images' runs; an image run renders its one image.")
+    if args.run_kind == "images" and args.index is None:
+        raise NfieldsError("a 'fit images' run holds one field per image: give --index I (and --scale K).")
+    if args.scale is None and args.size is None:
+        raise NfieldsError("an image run renders at --scale K or --size H W; give one of them.")
     fitted = load_fitted(args.run, args.device) if args.index is None else _fitted_of_many(args)
     height, width = fitted.output_size(*(args.size or (None, None)), scale=args.scale, region=args.region)
+    check_memory(height * width * fitted.field.out_features * PICTURE_BYTES_PER_VALUE,
+                 f"a {width}x{height} render", "render a smaller --size, or the image in pieces with --region")
     with tqdm(total=height, desc="render", unit="row", file=sys.stderr, disable=height * width < 1 << 22) as bar:
         image = fitted.render(height, width, region=args.region, chunk=args.chunk or 1 << 18, progress=bar)
     try:
@@ -157,23 +189,97 @@ def _fitted_of_many(args: argparse.Namespace):
     return fitted
 
 
+def _render_audio(args: argparse.Namespace) -> int:
+    from ..jobs.runs import render_audio_run
+
+    report = render_audio_run(args.run, args.out, args.rate, args.device, args.chunk or 1 << 18)
+    print(f"wrote {report['file']} ({report['samples']:,} samples at {report['rate']:,} Hz, "
+          f"{report['seconds']:.2f} s, {report['channels']} channel{'s' if report['channels'] > 1 else ''})")
+    return 0
+
+
+def _render_video(args: argparse.Namespace) -> int:
+    from ..jobs.runs import render_video_run
+
+    report = render_video_run(args.run, args.out, tuple(args.size) if args.size else None, args.scale, args.fps,
+                              args.frame, args.device, args.chunk or 1 << 18)
+    what = f"frame {args.frame:g}" if args.frame is not None else f"{report['frames']} frames at {report['fps']:g} fps"
+    print(f"wrote {report['file']} ({what}, {report['width']}x{report['height']})")
+    return 0
+
+
+def _render_shape(args: argparse.Namespace) -> int:
+    from ..jobs.runs import render_shape_run
+
+    report = render_shape_run(args.run, args.out, args.resolution, args.device)
+    print(f"wrote {report['file']}: {report['vertices']:,} vertices, {report['faces']:,} faces "
+          f"({report['resolution']}³ grid)")
+    return 0
+
+
+def _with_kind(render):
+    """`render(args)` with the run's kind in `args.run_kind`."""
+    def call(args: argparse.Namespace) -> int:
+        from ..jobs.runs import short_kind
+
+        args.run_kind = short_kind(args.run)
+        return render(args)
+
+    return call
+
+
+RENDERERS = {"image": _with_kind(_render_image), "images": _with_kind(_render_image), "audio": _render_audio,
+             "video": _render_video, "shape": _render_shape, "scene": _render_scene, "ginr": _render_instance}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..jobs.export import export_run
-    from ..jobs.scene_outputs import export_scene_mesh, is_scene_run
+    from ..jobs.runs import SINGLE_FIELD_KINDS, made_by, short_kind
 
+    kind = short_kind(args.run)
     if args.mesh:
-        if not is_scene_run(args.run):
-            raise NfieldsError(f"'{args.run}' is not a scene run; --mesh extracts a surface from 'nfields fit scene' "
-                               "runs (shape runs already write mesh.ply).")
-        report = export_scene_mesh(args.run, args.out, args.resolution, args.threshold, args.device)
-        print(f"wrote {report['file']}: {report['vertices']:,} vertices, {report['faces']:,} faces at density "
-              f"{report['threshold']:g} ({report['resolution']}³ grid)")
-        return 0
-
+        if kind == "shape":
+            return _export_shape_mesh(args)
+        if kind != "scene":
+            raise NfieldsError(f"'{args.run}' is {made_by(kind)}; --mesh extracts a surface from shape and scene runs "
+                               f"('nfields fit shape', 'nfields fit scene').")
+        return _export_scene_mesh(args)
+    if args.resolution is not None or args.threshold is not None:
+        raise NfieldsError("--resolution and --threshold are for --mesh; --bits quantises the weights.")
+    if kind not in SINGLE_FIELD_KINDS:
+        why = {"images": "it holds one field per image; render them with 'nfields render --index I'",
+               "scene": "a scene field is exported as a mesh with --mesh"}.get(
+            kind, "it is a model over a dataset, not one field")
+        raise NfieldsError(f"'{args.run}' is {made_by(kind)}: --bits quantises a single field (image, audio, video "
+                           f"or shape runs), and {why}.")
     report = export_run(args.run, args.bits, args.out)
-    print(f"wrote {report['file']}: {report['bytes']:,} bytes, {report['bits_per_pixel']:.3f} bits per pixel, "
-          f"PSNR {report['psnr']:.2f} dB after {report['bits']}-bit quantisation "
-          f"({report['psnr_before']:.2f} dB before)")
+    quality = (f"PSNR {report['psnr']:.2f} dB after {report['bits']}-bit quantisation "
+               f"({report['psnr_before']:.2f} dB before)" if "psnr" in report else
+               f"the signed distance moves by at most {report['max_change']:.2g} on a {report['grid']}³ grid after "
+               f"{report['bits']}-bit quantisation")
+    per = f", {report['bits_per_pixel']:.3f} bits per pixel" if "bits_per_pixel" in report else ""
+    print(f"wrote {report['file']}: {report['bytes']:,} bytes{per}, {quality}")
+    return 0
+
+
+def _export_shape_mesh(args: argparse.Namespace) -> int:
+    from ..jobs.runs import render_shape_run
+
+    if args.threshold is not None:
+        raise NfieldsError("--threshold is the density level of scene meshes; a shape's surface is its level 0.")
+    report = render_shape_run(args.run, args.out, args.resolution, args.device)
+    print(f"wrote {report['file']}: {report['vertices']:,} vertices, {report['faces']:,} faces "
+          f"({report['resolution']}³ grid)")
+    return 0
+
+
+def _export_scene_mesh(args: argparse.Namespace) -> int:
+    from ..jobs.scene_outputs import export_scene_mesh
+
+    threshold = 25.0 if args.threshold is None else args.threshold
+    report = export_scene_mesh(args.run, args.out, args.resolution or 256, threshold, args.device)
+    print(f"wrote {report['file']}: {report['vertices']:,} vertices, {report['faces']:,} faces at density "
+          f"{report['threshold']:g} ({report['resolution']}³ grid)")
     return 0
 
 

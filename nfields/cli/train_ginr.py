@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import NfieldsError
 from . import generate
 from .common import add_run_arguments, fit_settings
 
@@ -121,9 +122,24 @@ def add_run_commands(sub) -> None:
     i.set_defaults(handler=cmd_interpolate)
 
 
+def _require_dataset_run(args: argparse.Namespace, command: str) -> None:
+    """One sentence when `command` is given a run it has nothing to do with (a single-signal fit)."""
+    from ..jobs.runs import made_by, short_kind
+
+    kind = short_kind(args.run)
+    if kind not in ("ginr", "diffusion", "inr-gan"):
+        raise NfieldsError(f"'{args.run}' is {made_by(kind)}; 'nfields {command}' works on 'train ginr', "
+                           f"'train mnif' and generative runs (a fit's scores are in its metrics.json).")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import evaluate_run
 
+    if args.fid and args.samples is not None:
+        from ..jobs.generate import read_samples
+
+        read_samples(args.samples)  # a bad file is named before the run is looked at
+    _require_dataset_run(args, "eval")
     if args.fid or generate.is_generative(args.run):
         return generate.cmd_eval_generation(args)
 
@@ -139,6 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import encode_to_file
 
+    _require_dataset_run(args, "encode")
     report = encode_to_file(args.run, args.inputs, args.out, args.split, args.limit, args.device)
     print(f"wrote {report['file']}: {report['count']} latents of shape {tuple(report['shape'])}")
     return 0
@@ -147,6 +164,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..jobs.ginr_outputs import interpolate
 
+    _require_dataset_run(args, "interpolate")
     if generate.is_generative(args.run):
         return generate.cmd_interpolate_samples(args)
 

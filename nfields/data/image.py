@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,22 +13,22 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import NfieldsError
+from ..memory import available_memory, gigabytes
 from . import catalog
 from .grid import pixel_grid
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable on Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+#: Peak bytes of host memory that `_decode` costs per pixel-channel, measured as the peak RSS of decoding
+#: (2026-12-07, this machine; tests/test_run_kinds.py checks it): at 4000x4000, 8-bit gray, RGB and RGBA PNG
+#: 7.0-7.4, 16-bit RGB PNG (pypng) 7.0, 16-bit gray PNG 9.1, 8-bit TIFF 6.1, float32 TIFF 9.0 (4 of them the
+#: float32 result, 1 the finiteness check); at 2000x2000 16-bit gray 10.3 (the float64 block of rows weighs
+#: more on a small image). Before the conversion to float went a block of rows at a time it was 16-22.
+#: Rounded up.
+DECODE_BYTES_PER_VALUE = 12
+#: Rows converted to float at a time: the float64 working copy stays small.
+_CONVERT_ROWS = 256
 
 
 @dataclass
@@ -100,54 +101,88 @@ def resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
 def load_image(source: str | os.PathLike, size: tuple[int, ...] | None = None) -> ImageSignal:
     """Load PNG, JPEG, TIFF, WebP, BMP or GIF (gray, RGB, RGBA; 8- or 16-bit) or a built-in name."""
     path, name = resolve_source(source)
-    values = _decode(path)
-    if not np.isfinite(values).all():
-        raise NfieldsError(f"'{path}' contains NaN or infinite values; clean the image first.")
-    return ImageSignal(values, name).resized(size)
+    return ImageSignal(_decode(path), name).resized(size)
 
 
-def _check_fits_in_memory(path: Path, height: int, width: int, channels: int) -> None:
-    need = height * width * channels * 4 * 3  # decoded, as float32, plus working copies
+def _check_fits_in_memory(path: Path, height: int, width: int, channels: int,
+                          per_value: int = DECODE_BYTES_PER_VALUE) -> None:
+    """Refuse, before decoding, an image whose decoding would not fit in the memory available now."""
+    need = height * width * channels * per_value
     if need > available_memory():
         raise NfieldsError(
-            f"'{path}' is {width}x{height} pixels, too large to hold in memory; "
-            f"downscale it first or use a machine with more memory.")
+            f"'{path}' is {width}x{height} pixels, too large to hold in memory (decoding it takes {gigabytes(need)}, "
+            f"{gigabytes(available_memory())} are available); downscale it first or use a machine with more memory.")
+
+
+@contextmanager
+def _no_pixel_limit():
+    """Pillow's decompression-bomb limit off for one call (we check memory ourselves), then as it was."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _decode(path: Path) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1]; NfieldsError for a file that is unreadable, too large or not finite."""
     if path.suffix.lower() in (".tif", ".tiff"):
-        return _decode_tiff(path)
-    if path.suffix.lower() == ".png" and _png_is_16bit_colour(path):
-        return _decode_png16(path)
-    Image.MAX_IMAGE_PIXELS = None  # we check memory ourselves
+        values = _decode_tiff(path)
+    elif path.suffix.lower() == ".png" and _png_is_16bit_colour(path):
+        values = _decode_png16(path)
+    else:
+        values = _decode_pil(path)
+    if not np.isfinite(values).all():
+        raise NfieldsError(f"'{path}' contains NaN or infinite values; clean the image first.")
+    return values
+
+
+def _decode_pil(path: Path) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_pixel_limit():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
-                _check_fits_in_memory(path, img.height, img.width, len(img.getbands()))
+                # A palette image becomes RGB(A) before it is converted to float.
+                channels = 4 if img.mode in ("P", "PA") else len(img.getbands())
+                _check_fits_in_memory(path, img.height, img.width, channels)
                 img.load()
-                return _pil_to_array(img)
+                return _pil_to_array(img, path)
     except UnidentifiedImageError:
         raise NfieldsError(f"'{path}' is not an image that can be read (PNG, JPEG, TIFF, WebP, BMP, GIF).") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise NfieldsError(f"'{path}' could not be decoded ({error}); the file may be truncated or damaged.") from None
 
 
-def _pil_to_array(img: Image.Image) -> np.ndarray:
+def _unit_float32(array: np.ndarray, scale: float, path: Path) -> np.ndarray:
+    """array / scale clipped to [0, 1], as float32 (H, W, C), computed in float64 a block of rows at a time
+    (the same values as converting the whole array at once, without its float64 copy). NaN or infinite
+    values (float images) are an NfieldsError, checked before clipping would hide an infinity."""
+    if array.ndim == 2:
+        array = array[..., None]
+    out = np.empty(array.shape, np.float32)
+    for start in range(0, array.shape[0], _CONVERT_ROWS):
+        block = array[start:start + _CONVERT_ROWS].astype(np.float64)
+        if array.dtype.kind == "f" and not np.isfinite(block).all():
+            raise NfieldsError(f"'{path}' contains NaN or infinite values; clean the image first.")
+        if scale != 1.0:
+            block /= scale
+        out[start:start + _CONVERT_ROWS] = np.clip(block, 0, 1)
+    return out
+
+
+def _pil_to_array(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("L" if img.mode == "1" else "RGB")
     array = np.asarray(img)
     if img.mode.startswith("I;16") or img.mode == "I":
-        array = array.astype(np.float64) / (65535.0 if array.max() <= 65535 else float(array.max()))
-    elif img.mode == "F":
-        array = array.astype(np.float64)
-    else:
-        array = array.astype(np.float64) / 255.0
-    if array.ndim == 2:
-        array = array[..., None]
-    return np.clip(array, 0, 1).astype(np.float32)
+        peak = array.max()
+        return _unit_float32(array, 65535.0 if peak <= 65535 else float(peak), path)
+    if img.mode == "F":
+        return _unit_float32(array, 1.0, path)
+    return _unit_float32(array, 255.0, path)
 
 
 def _png_is_16bit_colour(path: Path) -> bool:
@@ -162,10 +197,12 @@ def _decode_png16(path: Path) -> np.ndarray:
     try:
         width, height, rows, info = png.Reader(filename=str(path)).asDirect()
         _check_fits_in_memory(path, height, width, info["planes"])
-        array = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, info["planes"])
+        array = np.empty((height, width * info["planes"]), np.uint16)
+        for i, row in enumerate(rows):
+            array[i] = row
     except png.Error as error:
         raise NfieldsError(f"'{path}' could not be decoded ({error}); the file may be truncated or damaged.") from None
-    return (array.astype(np.float64) / 65535.0).astype(np.float32)
+    return _unit_float32(array.reshape(height, width, info["planes"]), 65535.0, path)
 
 
 def _decode_tiff(path: Path) -> np.ndarray:
@@ -185,5 +222,5 @@ def _decode_tiff(path: Path) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] > 4:
         raise NfieldsError(f"'{path}' has shape {array.shape}; expected a gray, RGB or RGBA image.")
     if np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float64) / np.iinfo(array.dtype).max
-    return np.clip(array, 0, 1).astype(np.float32)
+        return _unit_float32(array, float(np.iinfo(array.dtype).max), path)
+    return _unit_float32(array, 1.0, path)

@@ -10,6 +10,7 @@ NeRF-synthetic's values 2, 6 and 1.5.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image
 
 from ..errors import NfieldsError
 from ..io import read_json
+from ..memory import available_memory, gigabytes
 from .cameras import focal_length
 from .image import resize
 
@@ -128,8 +130,12 @@ def _pose(frame: dict, index: int, path: Path) -> np.ndarray:
     return pose
 
 
-def _image_file(root: Path, file_path: str) -> Path:
+def _image_file(root: Path, file_path: str, index: int, path: Path) -> Path:
+    """The image a frame names, which must lie inside the scene folder (extension optional)."""
     base = (root / file_path).resolve()
+    if not base.is_relative_to(root.resolve()):
+        raise NfieldsError(f"frame {index} of '{path}' names '{file_path}', which is outside the scene folder "
+                           f"'{root}'; a scene's images must be inside its folder.")
     if base.suffix.lower() in IMAGE_SUFFIXES and base.is_file():
         return base
     for suffix in IMAGE_SUFFIXES:
@@ -144,7 +150,7 @@ def _read_views(root: Path, path: Path, meta: dict, size: int | None) -> SceneVi
     shape = None
     for index, frame in enumerate(meta["frames"]):
         poses.append(_pose(frame, index, path))
-        file = _image_file(root, frame["file_path"])
+        file = _image_file(root, frame["file_path"], index, path)
         if not file.is_file():
             raise NfieldsError(f"frame {index} of '{path}' names '{frame['file_path']}', but no such image "
                                f"exists; the frames and the images must agree.")
@@ -157,19 +163,50 @@ def _read_views(root: Path, path: Path, meta: dict, size: int | None) -> SceneVi
         images.append(image)
         names.append(frame["file_path"])
         if "depth_file_path" in frame and "depth_scale" in meta:
-            depths.append(_read_depth(_image_file(root, frame["depth_file_path"]), float(meta["depth_scale"]),
-                                      shape[:2]))
+            if not isinstance(frame["depth_file_path"], str):
+                raise NfieldsError(f"frame {index} of '{path}' has a depth_file_path that is not a file name.")
+            try:
+                scale = float(meta["depth_scale"])
+            except (TypeError, ValueError):
+                raise NfieldsError(f"'{path}' has a depth_scale that is not a number.") from None
+            depths.append(_read_depth(_image_file(root, frame["depth_file_path"], index, path), scale, shape[:2]))
     height, width = shape[:2]
     focal = focal_length(width, meta["camera_angle_x"])
     return SceneViews(torch.from_numpy(np.stack(images)), torch.tensor(np.stack(poses), dtype=torch.float32),
                       focal, names, torch.from_numpy(np.stack(depths)) if len(depths) == len(images) else None)
 
 
+#: Peak bytes per pixel of reading one view as float32 RGBA and compositing it (Pillow's RGBA, its float copy,
+#: the composite), rounded up.
+VIEW_BYTES_PER_PIXEL = 48
+
+
+def _open_view(file: Path):
+    """Pillow's image of a view, refused before it is decoded if it is a decompression bomb (more pixels
+    than Pillow allows) or would not fit in memory."""
+    try:
+        img = Image.open(file)
+    except Image.DecompressionBombError:
+        raise NfieldsError(f"image '{file}' has more pixels than an image may ({Image.MAX_IMAGE_PIXELS or 0:,} pixels): it "
+                           f"looks like a decompression bomb; give views of a sensible size.") from None
+    need = img.width * img.height * VIEW_BYTES_PER_PIXEL
+    if need > available_memory():
+        img.close()
+        raise NfieldsError(f"image '{file}' is {img.width}x{img.height} pixels, which takes {gigabytes(need)} to "
+                           f"read, more than the {gigabytes(available_memory())} available; downscale the views.")
+    return img
+
+
 def _read_rgb(file: Path, size: int | None) -> np.ndarray:
     try:
-        with Image.open(file) as img:
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-    except OSError as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _open_view(file) as img:
+                rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    except Image.DecompressionBombWarning:
+        raise NfieldsError(f"image '{file}' has more pixels than an image should ({Image.MAX_IMAGE_PIXELS or 0:,} pixels): it "
+                           f"looks like a decompression bomb; give views of a sensible size.") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise NfieldsError(f"cannot read image '{file}' ({error}).") from None
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])  # composite on white, then resize
     if size is not None and size != rgb.shape[1]:
@@ -179,9 +216,9 @@ def _read_rgb(file: Path, size: int | None) -> np.ndarray:
 
 def _read_depth(file: Path, scale: float, shape: tuple[int, int]) -> np.ndarray:
     try:
-        with Image.open(file) as img:
+        with _open_view(file) as img:
             depth = np.asarray(img, dtype=np.float32) * scale
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise NfieldsError(f"cannot read depth image '{file}' ({error}).") from None
     if depth.shape != shape:  # resized scenes: nearest, so the background stays 0
         depth = np.asarray(Image.fromarray(depth).resize((shape[1], shape[0]), Image.Resampling.NEAREST))

@@ -146,11 +146,24 @@ def _trimesh_load(file, file_type: str, shown: str):
     import trimesh
 
     try:
-        return trimesh.load(file, file_type=file_type, process=True)
+        loaded = trimesh.load(file, file_type=file_type, process=False)
     except Exception as error:  # trimesh's readers raise many kinds of errors on bad files
         raise NfieldsError(f"cannot read '{shown}' as a {file_type.upper()} shape "
                            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                            f"check the file.") from None
+    # trimesh's processing drops NaN and infinite vertices (and the triangles that use them) without a
+    # word, so the file is checked as stored first, then processed as trimesh.load(process=True) would.
+    parts = list(loaded.geometry.values()) if isinstance(loaded, trimesh.Scene) else [loaded]
+    for part in parts:
+        vertices = np.asarray(getattr(part, "vertices", np.zeros((0, 3))))
+        if not np.isfinite(vertices).all():
+            raise NfieldsError(f"'{shown}' has vertices that are not finite numbers (NaN or infinity); fix the file.")
+        faces = getattr(part, "faces", None)
+        if faces is not None and len(faces) and (np.asarray(faces).min() < 0 or np.asarray(faces).max() >= len(vertices)):
+            raise NfieldsError(f"'{shown}' has triangles that name vertices it does not have; fix the file.")
+        if isinstance(part, trimesh.Trimesh):
+            part.process()
+    return loaded
 
 
 def _from_trimesh(name: str, loaded, shown: str) -> ShapeSignal:
@@ -290,23 +303,31 @@ class ShapeSamples:
     def load_npz(cls, path: str | Path, surface: int = 200_000, evaluation: int = 100_000,
                  seed: int = 0) -> "ShapeSamples":
         try:
-            data = np.load(path)
-        except (OSError, ValueError) as error:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError) as error:
             raise NfieldsError(f"cannot read prepared shape samples '{path}' ({error}).") from None
-        with data:
-            vertices = data["vertices"].astype(np.float64)
-            faces = data["faces"].astype(np.int64) if "faces" in data else None
-            normals = data["normals"].astype(np.float64) if "normals" in data else None
-            signal = ShapeSignal(str(data["name"]), vertices, faces, normals, bool(data["watertight"]))
-            samples = cls._surfaces(signal, surface, evaluation, np.random.default_rng(seed))
-            for key in cls.POOLS:
-                if key in data:
-                    value = data[key]
-                    if key + "_count" in data:
-                        value = np.unpackbits(value)[: int(data[key + "_count"])].astype(bool)
-                    else:
-                        value = value.astype(np.float32)
-                    setattr(samples, key, value)
+        for key, value in arrays.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise NfieldsError(f"prepared shape samples '{path}' hold NaN or infinite values in '{key}'; "
+                                   f"write them again.")
+        missing = {"name", "watertight", "vertices"} - set(arrays)
+        if missing:
+            raise NfieldsError(f"'{path}' is not a file of prepared shape samples (it has no "
+                               f"{', '.join(sorted(missing))}); write it with ShapeSamples.save_npz.")
+        vertices = arrays["vertices"].astype(np.float64)
+        faces = arrays["faces"].astype(np.int64) if "faces" in arrays else None
+        normals = arrays["normals"].astype(np.float64) if "normals" in arrays else None
+        signal = ShapeSignal(str(arrays["name"]), vertices, faces, normals, bool(arrays["watertight"]))
+        samples = cls._surfaces(signal, surface, evaluation, np.random.default_rng(seed))
+        for key in cls.POOLS:
+            if key in arrays:
+                value = arrays[key]
+                if key + "_count" in arrays:
+                    value = np.unpackbits(value)[: int(arrays[key + "_count"])].astype(bool)
+                else:
+                    value = value.astype(np.float32)
+                setattr(samples, key, value)
         return samples
 
 

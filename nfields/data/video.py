@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import NfieldsError
+from ..memory import available_memory
 from . import catalog
 from .grid import axis, edges_to_coords, pixel_grid
-from .image import available_memory, resize, target_size
+from .image import resize, target_size
 
 SUFFIXES = {".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 DEFAULT_FPS = 25.0  # when a file does not say (some GIFs)

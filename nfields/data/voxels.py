@@ -318,6 +318,9 @@ def _grid(values) -> np.ndarray:
                                                                                                        np.float32)
     if array.ndim != 3 or len(set(array.shape)) != 1 or array.shape[0] < 2:
         raise NfieldsError(f"a voxel grid must be (R, R, R) with R >= 2, not shape {tuple(array.shape)}.")
+    if not np.isfinite(array).all():
+        raise NfieldsError("a voxel grid must hold finite occupancies or probabilities, and this one has NaN or "
+                           "infinite values.")
     return array.astype(np.float32, copy=False)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..errors import NfieldsError
+from ..memory import available_memory, gigabytes
 from ..registry import Registry
 
 FIELDS: Registry["Field"] = Registry("field")
@@ -58,7 +60,30 @@ def adam(params, lr: float, **options: Any) -> torch.optim.Adam:
 def make_field(name: str, in_features: int, out_features: int, **options: Any) -> Field:
     """Build a registered field by name, e.g. make_field("siren", 2, 3, width=128)."""
     cls, _ = FIELDS.lookup(name)
-    return cls(in_features, out_features, FIELDS.config(name, options))
+    config = FIELDS.config(name, options)
+    check_fits_in_memory(lambda: cls(in_features, out_features, config), f"the '{name}' field")
+    return cls(in_features, out_features, config)
+
+
+#: Bytes of training state per byte of weights: the weights, their gradients and Adam's two moments.
+TRAINING_COPIES = 4
+
+
+def check_fits_in_memory(build: Callable[[], nn.Module], what: str) -> None:
+    """Refuse a module whose weights and Adam state would not fit in host memory, before any of it is
+    allocated: `build()` runs once on PyTorch's meta device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except Exception:  # a module that cannot be built on the meta device is built for real, unchecked
+        return
+    tensors = list(probe.parameters()) + list(probe.buffers())
+    need = TRAINING_COPIES * sum(t.numel() * t.element_size() for t in tensors)
+    if need > available_memory():
+        count = sum(p.numel() for p in probe.parameters())
+        raise NfieldsError(f"{what} with these options has {count:,} parameters, which take {gigabytes(need)} to "
+                           f"train, more than the {gigabytes(available_memory())} of memory available; use a "
+                           f"smaller width, fewer layers or a smaller table.")
 
 
 def field_from_spec(spec: dict) -> Field:

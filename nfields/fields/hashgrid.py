@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..encodings import HashGridEncoding
+from ..registry import AT_LEAST_ONE, NOT_NEGATIVE, Limits
 from .base import FIELDS, adam
 from .mlp import CoordinateMLP
 
@@ -21,6 +23,12 @@ class HashGridConfig:
     growth_factor: float = 1.5
     width: int = 64
     hidden_layers: int = 1
+
+    #: instant-NGP's tables go up to 2^24 entries per level.
+    limits: ClassVar[dict[str, Limits]] = {"levels": AT_LEAST_ONE, "log2_table_size": Limits(1, 24),
+                                           "features_per_level": AT_LEAST_ONE, "base_resolution": AT_LEAST_ONE,
+                                           "growth_factor": Limits(1), "width": AT_LEAST_ONE,
+                                           "hidden_layers": NOT_NEGATIVE}
 
 
 @FIELDS.register("hashgrid", HashGridConfig)

@@ -4,7 +4,7 @@ positional encoding, Fourier features, Gaussian activations; the hash grid build
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from torch import nn
 from ..encodings import GaussianFourierFeatures, PositionalEncoding
 from ..kernels import fused_applies
 from ..nn import MLP, Gaussian
+from ..registry import AT_LEAST_ONE, NOT_NEGATIVE, POSITIVE, Limits
 from .base import FIELDS, Field
 
 
@@ -68,6 +69,8 @@ class ReluConfig:
     width: int = 256
     hidden_layers: int = 3
 
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE}
+
 
 @FIELDS.register("relu", ReluConfig)
 class ReluField(CoordinateMLP):
@@ -79,6 +82,8 @@ class ReluPEConfig:
     width: int = 256
     hidden_layers: int = 3
     frequencies: int = 10
+
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE, "frequencies": Limits(0, 32)}
 
 
 @FIELDS.register("relu-pe", ReluPEConfig)
@@ -96,6 +101,9 @@ class FourierConfig:
     features: int = 256
     sigma: float = 10.0
 
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE, "features": AT_LEAST_ONE,
+                                           "sigma": POSITIVE}
+
 
 @FIELDS.register("fourier", FourierConfig)
 class FourierField(CoordinateMLP):
@@ -110,6 +118,8 @@ class GaussConfig:
     width: int = 256
     hidden_layers: int = 3
     a: float = 0.1
+
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE, "a": POSITIVE}
 
 
 @FIELDS.register("gauss", GaussConfig)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..kernels import fused_applies
 from ..nn import SineLinear, siren_uniform_
+from ..registry import AT_LEAST_ONE, NOT_NEGATIVE, POSITIVE, Limits
 from .base import FIELDS, Field
 
 
@@ -19,6 +21,9 @@ class SirenConfig:
     omega0: float = 30.0
     #: omega0 of the first layer alone; SIREN's audio setup raises it (3000 for time in [-1, 1]).
     first_omega0: float = 30.0
+
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE, "omega0": POSITIVE,
+                                           "first_omega0": POSITIVE}
 
 
 @FIELDS.register("siren", SirenConfig)

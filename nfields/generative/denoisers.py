@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import NfieldsError
-from ..registry import Registry
+from ..registry import AT_LEAST_ONE, Limits, Registry
 
 DENOISERS: Registry["nn.Module"] = Registry("denoiser")
 
@@ -70,6 +71,9 @@ class ResidualMLPConfig:
     groups: int = 16  # num_hid_groups of the GroupNorms
     time_channels: int = 64  # num_time_emb_channels: sinusoidal features, then one linear layer
     dropout: float = 0.0
+
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "groups": AT_LEAST_ONE,
+                                           "time_channels": AT_LEAST_ONE, "dropout": Limits(0, 1)}
 
     def __post_init__(self):
         if self.blocks < 2 or self.blocks % 2:
@@ -150,6 +154,9 @@ class TransformerDenoiserConfig:
     # Ours: a learned embedding per token position. The tokens are standardised per token and each holds its
     # own region of the image, so the denoiser must know which token is which at high noise.
     token_embedding: bool = True
+
+    limits: ClassVar[dict[str, Limits]] = {name: AT_LEAST_ONE for name in
+                                           ("width", "depth", "heads", "mlp_ratio", "time_channels")}
 
     def __post_init__(self):
         if self.width % self.heads:

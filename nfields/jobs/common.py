@@ -5,6 +5,7 @@ shape) adds its own settings dataclass, objective and outputs on top of these.""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from dataclasses import field as default
 from pathlib import Path
@@ -49,6 +50,11 @@ class FitConfig:
     seconds: float = 0.0  # stop after this much training time (0: no limit)
 
     def validate(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise NfieldsError(f"--{item.name.replace('_', '-')} must be a finite number, not {value}.")
         if self.steps <= 0:
             raise NfieldsError(f"--steps must be a positive number of steps, not {self.steps}.")
         if self.lr is not None and not self.lr > 0:
@@ -107,6 +113,7 @@ def run_trainer(objective: Objective, optimizer: torch.optim.Optimizer, config: 
                 cuda_graph: bool = False) -> Trainer:
     """The one training loop on `objective`, resumed from the run folder's newest checkpoint when asked.
     Running out of device memory is one sentence with `out_of_memory_advice`."""
+    run_dir = None if run_dir is None else Path(run_dir)
     trainer_config = dataclasses.replace(config.trainer_config(progress), cuda_graph=cuda_graph)
     trainer = Trainer(objective, optimizer, run_dir, trainer_config, description=description)
     if resume and run_dir is not None:
@@ -132,6 +139,8 @@ C = TypeVar("C", bound=FitConfig)
 def start_run(config: C, out: Path, resume: bool, overwrite: bool, explicit: set[str], check: bool = True) -> C:
     """Check the run folder (unless `check` is False: other processes of a torchrun launch leave that to
     rank 0); on resume, the stored settings with only the budget from the command."""
+    if not resume:
+        config.validate()  # a bad setting is refused before the folder is even probed
     if check:
         check_run_dir(out, resume, overwrite)
     if resume:

@@ -8,6 +8,7 @@ peak |x| before fitting (`normalize="peak"`). Metrics and outputs are on the fil
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -177,3 +178,19 @@ def run_fit_audio(config: FitAudioConfig, out: Path, resume: bool = False, overw
     viz.save_curve(trainer.history.train, trainer.history.evals, out / "curve.png", title)
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
+
+
+def load_fitted_audio(run_dir: str | Path, device: str = "auto") -> FittedAudio:
+    """A fitted clip from a run folder (its newest checkpoint), playable at any sample rate."""
+    from ..fields import field_from_spec
+    from ..train.run import load_run_config, load_trained
+
+    run_dir = Path(run_dir)
+    model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
+    info = data["audio"]
+    try:  # the value scale is known once the fit has finished ...
+        scale = json.loads((run_dir / "metrics.json").read_text())["scale"]
+    except (OSError, ValueError, KeyError, TypeError):  # ... or from the clip it was fitted to
+        config = load_run_config(run_dir, FitAudioConfig)
+        scale = peak_scale(load_audio(config.source, config.max_seconds).samples, config.normalize)
+    return FittedAudio(model, int(info["samples"]), int(info["rate"]), float(scale))

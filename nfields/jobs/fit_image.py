@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -73,11 +74,13 @@ class FittedImage:
     def output_size(self, height: int | None = None, width: int | None = None, scale: float | None = None,
                     region: Sequence[float] | None = None) -> tuple[int, int]:
         """The rendered size: explicit, or `scale` output pixels per fitted pixel of `region`."""
+        if region is not None and not all(math.isfinite(v) for v in region):
+            raise NfieldsError(f"--region x0 y0 x1 y1 must be finite numbers, not {list(region)}.")
         if region is not None and not (region[2] > region[0] and region[3] > region[1]):
             raise NfieldsError(f"--region x0 y0 x1 y1 needs x1 > x0 and y1 > y0, not {list(region)}.")
         if scale is not None:
-            if not scale > 0:
-                raise NfieldsError(f"--scale must be positive, not {scale}.")
+            if not (math.isfinite(scale) and scale > 0):
+                raise NfieldsError(f"--scale must be positive (and finite), not {scale}.")
             x0, y0, x1, y1 = region if region is not None else (0, 0, self.width, self.height)
             return max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
         height = self.height if height is None else height
@@ -195,12 +198,13 @@ def run_fit_image(config: FitImageConfig, out: Path, resume: bool = False, overw
     return metrics
 
 
-def load_config(run_dir: Path) -> FitImageConfig:
-    return load_run_config(run_dir, FitImageConfig)
+def load_config(run_dir: str | Path) -> FitImageConfig:
+    return load_run_config(Path(run_dir), FitImageConfig)
 
 
 def load_fitted(run_dir: str | Path, device: str = "auto") -> FittedImage:
     """A fitted image from a run folder (its newest checkpoint)."""
+    run_dir = Path(run_dir)
     model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device, cls=FitImageConfig)
     config = load_config(run_dir)
     image = data["image"]

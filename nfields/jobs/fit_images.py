@@ -109,7 +109,7 @@ class FittedImages:
     def from_stack(cls, stack: FieldStack, spec: dict, height: int, width: int, convention: str) -> "FittedImages":
         return cls(spec, stack.fitted_state(), stack.psnr.clone(), stack.steps.clone(), height, width, convention)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """One safetensors file: every tensor stacked over the images, `psnr`, `steps`; the spec as metadata."""
         tensors = {name: values.contiguous().clone() for name, values in self.weights.items()}
         tensors.update(psnr=self.psnr.float(), steps=self.steps.long())

@@ -260,3 +260,15 @@ def run_fit_video(config: FitVideoConfig, out: Path, resume: bool = False, overw
     viz.save_curve(trainer.history.train, trainer.history.evals, out / "curve.png", title)
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
+
+
+def load_fitted_video(run_dir: str | Path, device: str = "auto") -> FittedVideo:
+    """A fitted video from a run folder (its newest checkpoint), renderable at any time and size."""
+    from ..fields import field_from_spec
+    from ..train.run import load_run_config, load_trained
+
+    model, data = load_trained(run_dir, lambda data: field_from_spec(data["field_spec"]), device)
+    info = data["video"]
+    convention = load_run_config(run_dir, FitVideoConfig).coords
+    return FittedVideo(model, int(info["frames"]), int(info["height"]), int(info["width"]), float(info["fps"]),
+                       convention)

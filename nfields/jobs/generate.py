@@ -131,7 +131,7 @@ def render_latents(gen: GenerativeRun, latents: torch.Tensor, scale: float = 1.0
                    views: list[int] | None = None) -> np.ndarray:
     """Samples' latents -> float32 renders in [0, 1] (see `sample`); `views` picks some of a radiance run's
     fixed views (None: all)."""
-    if not scale > 0:
+    if not (math.isfinite(scale) and scale > 0):
         raise NfieldsError(f"--scale must be positive, not {scale}.")
     if gen.radiance:
         cameras = gen.run.stage1.cameras.scaled(scale)
@@ -332,10 +332,9 @@ def evaluate_generation(run_dir: str | Path, n: int = 10000, seed: int = 0, refe
     `generate` call (its samples.npz) instead of drawing new ones."""
     from ..metrics.generative import check_fid_samples, fid, inception_features, precision_recall
 
+    samples = read_samples(samples_file) if samples_file is not None else None
     gen = load_generative_run(run_dir, device)
-    if samples_file is not None:
-        with np.load(samples_file) as data:
-            samples = data["samples"]
+    if samples is not None:
         n = len(samples)
     else:
         _check_count(n)
@@ -369,6 +368,30 @@ def evaluate_generation(run_dir: str | Path, n: int = 10000, seed: int = 0, refe
             metrics["stage1"] = json.loads(stage1_metrics.read_text())
     write_json_atomic(gen.folder / "eval_generation.json", metrics)
     return metrics
+
+
+def read_samples(path: str | Path) -> np.ndarray:
+    """The `samples` array of a samples.npz that `generate` wrote: numbers, never pickled objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise NfieldsError(f"samples file '{path}' does not exist; give the samples.npz of a 'nfields generate' call.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "samples" not in data.files:
+                raise NfieldsError(f"'{path}' holds no 'samples' array; give the samples.npz of a 'nfields "
+                                   f"generate' call.")
+            samples = data["samples"]
+    except NfieldsError:
+        raise
+    except (OSError, ValueError, EOFError) as error:  # not an npz, damaged, or an array of objects
+        raise NfieldsError(f"cannot read samples file '{path}' ({str(error).splitlines()[0]}); give the "
+                           f"samples.npz of a 'nfields generate' call.") from None
+    if samples.dtype.kind not in "uif" or samples.ndim < 2 or len(samples) == 0:
+        raise NfieldsError(f"'{path}' holds {samples.dtype} values of shape {samples.shape}, not samples; give the "
+                           f"samples.npz of a 'nfields generate' call.")
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        raise NfieldsError(f"'{path}' holds NaN or infinite samples; generate them again.")
+    return samples
 
 
 def _shape_metrics(gen: GenerativeRun, n: int, seed: int, samples: np.ndarray | None) -> dict[str, float]:

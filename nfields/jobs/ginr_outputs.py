@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -445,8 +446,17 @@ def render_instance(run_dir: str | Path, index: int, out: str | Path, scale: flo
     return {"file": str(out), "height": image.shape[0], "width": image.shape[1], "shape": list(shape)}
 
 
-def _scaled(run: GINRRun, scale: float) -> tuple[int, ...]:
-    return tuple(max(1, round(s * scale)) for s in run.model.data.image_size)
+def _scaled(run: GINRRun, scale: float, count: int = 1) -> tuple[int, ...]:
+    """The training resolution times `scale`, refused if `count` renders of it cannot fit in memory."""
+    from ..memory import check_memory
+    from .runs import PICTURE_BYTES_PER_VALUE
+
+    if not (math.isfinite(scale) and scale > 0):
+        raise NfieldsError(f"--scale must be positive (and finite), not {scale}.")
+    shape = tuple(max(1, round(s * scale)) for s in run.model.data.image_size)
+    check_memory(count * math.prod(shape) * 4 * PICTURE_BYTES_PER_VALUE,
+                 f"rendering at {'x'.join(map(str, shape))}", "choose a smaller --scale")
+    return shape
 
 
 def interpolate(run_dir: str | Path, first: int, second: int, out: str | Path, steps: int = 8, scale: float = 1.0,
@@ -460,7 +470,7 @@ def interpolate(run_dir: str | Path, first: int, second: int, out: str | Path, s
     data = run.instances(split)
     for i in (first, second):
         _check_index(i, data, split)
-    shape = _scaled(run, scale)
+    shape = _scaled(run, scale, steps)
     with torch.no_grad():
         latents = run.model.encode(data.float_images(torch.tensor([first, second], device=run.device)))
         t = torch.linspace(0, 1, steps, device=run.device).view(-1, *[1] * (latents.dim() - 1))

@@ -11,6 +11,7 @@ field frozen, then are measured on their held-out views.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,7 @@ class RadianceCameras:
 
     def scaled(self, scale: float) -> RadianceCameras:
         """The same cameras with `scale` x the pixels (the same field of view)."""
-        if not scale > 0:
+        if not (math.isfinite(scale) and scale > 0):
             raise NfieldsError(f"--scale must be positive, not {scale}.")
         height, width = max(1, round(self.height * scale)), max(1, round(self.width * scale))
         return RadianceCameras(self.poses, height, width, self.focal * width / self.width)

@@ -515,7 +515,7 @@ def decode_latents(run: DiffusionRun | GINRRun, latents: torch.Tensor, scale: fl
     """(N, *grid, C) values in [0, 1] on the CPU: the stage-1 decoder evaluated on its training grid scaled by
     `scale` (any scale: the field is continuous); images (N, h, w, C), voxel grids (N, d, h, w, C); radiance
     fields rendered from the fixed cameras (GINRRun.cameras) with `scale` x their pixels, (N, V, h, w, 3)."""
-    if not scale > 0:
+    if not (math.isfinite(scale) and scale > 0):
         raise NfieldsError(f"--scale must be positive, not {scale}.")
     stage1 = run.stage1 if isinstance(run, DiffusionRun) else run
     model = stage1.model.eval()

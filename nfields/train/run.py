@@ -29,6 +29,7 @@ from .checkpoint import checkpoints, load_latest, remove_leftovers
 from .device import resolve_device
 from .manifest import (FORMAT, KINDS, command_of, is_manifest, manifest, read_manifest, run_kind,
                        settings_from_manifest)
+from .weights import load_weights
 
 __all__ = ["FORMAT", "KINDS", "RESUMABLE", "check_run_dir", "commit_run_dir", "holds_run", "load_run_config",
            "load_trained", "manifest", "model_state", "open_run_dir", "read_manifest", "resolved_for_resume",
@@ -288,9 +289,5 @@ def load_trained(run_dir: Path, build: Callable[[dict], torch.nn.Module], device
     found = load_latest(run_dir)
     if found is None:
         raise NfieldsError(f"'{run_dir}' has no checkpoint yet; fit it first (or --resume it).")
-    try:
-        model.load_state_dict(model_state(found[0]))
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise NfieldsError(f"the newest checkpoint in '{run_dir}' does not fit the model its config.json describes "
-                           f"({str(error).splitlines()[0][:100]}); restore the run's files or fit it again.") from None
+    load_weights(model, model_state(found[0]), f"'{run_dir}'")  # nfields.train.weights: one sentence on a mismatch
     return model.to(resolve_device(device)).eval(), data

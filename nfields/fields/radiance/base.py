@@ -67,8 +67,12 @@ class SceneField(nn.Module):
 
 def make_scene_field(name: str, bounds: SceneBounds = SceneBounds(), **options: Any) -> SceneField:
     """Build a registered scene field by name, e.g. make_scene_field("nerf", SceneBounds(2, 6, 1.5))."""
+    from ..base import check_fits_in_memory
+
     cls, _ = SCENE_FIELDS.lookup(name)
-    return cls(SCENE_FIELDS.config(name, options), bounds)
+    config = SCENE_FIELDS.config(name, options)
+    check_fits_in_memory(lambda: cls(config, bounds), f"the '{name}' scene field")
+    return cls(config, bounds)
 
 
 def scene_field_from_spec(spec: dict) -> SceneField:

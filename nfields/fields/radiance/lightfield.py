@@ -8,9 +8,11 @@ plain ReLU MLP through a hypernetwork across many scenes, which alone cannot fit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from ...registry import AT_LEAST_ONE, NOT_NEGATIVE, Limits
 from ...render.rays import plucker
 from ...render.volume import RayColors
 from ..base import make_field
@@ -22,6 +24,8 @@ class LightFieldConfig:
     network: str = "relu-pe"  # a coordinate field: relu-pe, siren, fourier, ...
     width: int = 256
     hidden_layers: int = 6
+
+    limits: ClassVar[dict[str, Limits]] = {"width": AT_LEAST_ONE, "hidden_layers": NOT_NEGATIVE}
 
 
 @SCENE_FIELDS.register("lightfield", LightFieldConfig)

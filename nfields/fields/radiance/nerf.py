@@ -4,11 +4,13 @@ colour, and coarse-to-fine (stratified, then hierarchical) sampling with two net
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...encodings import PositionalEncoding
+from ...registry import AT_LEAST_ONE, NOT_NEGATIVE, Limits
 from ...render.volume import RayColors, composite, sample_pdf, stratified_samples
 from .base import SCENE_FIELDS, SceneField
 
@@ -23,6 +25,10 @@ class NerfConfig:
     coarse_samples: int = 64
     fine_samples: int = 128  # 0: coarse network only
     view_dependent: bool = True
+
+    limits: ClassVar[dict[str, Limits]] = {"frequencies": Limits(0, 32), "direction_frequencies": Limits(0, 32),
+                                           "width": AT_LEAST_ONE, "depth": AT_LEAST_ONE, "skip": NOT_NEGATIVE,
+                                           "coarse_samples": AT_LEAST_ONE, "fine_samples": NOT_NEGATIVE}
 
 
 class NerfMLP(nn.Module):

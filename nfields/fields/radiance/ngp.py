@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...encodings import HashGridEncoding
+from ...registry import AT_LEAST_ONE, NOT_NEGATIVE, Limits
 from ...render.volume import RayColors, composite_packed, optical_depth_before, ray_box
 from .base import SCENE_FIELDS, SceneField
 from .occupancy import OccupancyGrid
@@ -116,6 +118,14 @@ class HashGridSceneConfig:
     march_steps: int = 1024  # steps along the box's diagonal: dt = 2 sqrt(3) bound / march_steps
     max_samples: int = 1 << 19  # training samples per batch (~9 GB of activations here); more: coarser step
     early_stop: float = 1e-4  # training: drop samples behind transmittance below this (0: off)
+
+    limits: ClassVar[dict[str, Limits]] = {
+        "levels": AT_LEAST_ONE, "features_per_level": AT_LEAST_ONE, "log2_table_size": Limits(1, 24),
+        "base_resolution": AT_LEAST_ONE, "max_resolution": NOT_NEGATIVE, "width": AT_LEAST_ONE,
+        "geometry_features": AT_LEAST_ONE, "density_hidden_layers": NOT_NEGATIVE, "color_hidden_layers": NOT_NEGATIVE,
+        "grid_resolution": AT_LEAST_ONE, "grid_every": AT_LEAST_ONE, "grid_warmup": NOT_NEGATIVE,
+        "grid_decay": Limits(0, 1), "grid_threshold": NOT_NEGATIVE, "march_steps": AT_LEAST_ONE,
+        "max_samples": AT_LEAST_ONE, "early_stop": Limits(0, 1)}
 
 
 @SCENE_FIELDS.register("hashgrid", HashGridSceneConfig)
