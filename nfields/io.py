@@ -53,3 +53,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise NfieldsError(f"cannot read {what} '{path}' ({error.strerror}).") from None
     except ValueError as error:
         raise NfieldsError(f"{what} '{path}' is not valid JSON ({error}).") from None
+
+
+def refuse_replacing_cwd(out: Path) -> None:
+    """--overwrite never replaces the folder we stand in, or one above it."""
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise NfieldsError(f"'{out}' holds the current folder, so --overwrite cannot replace it; run from "
+                           f"another folder or choose another --out.")

@@ -49,6 +49,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import NfieldsError
+from ..io import refuse_replacing_cwd
 from .cameras import CAMERA_ANGLE_X, focal_length, orbit_poses, random_poses
 
 NEAR, FAR, BOUND = 2.0, 6.0, 1.5
@@ -298,10 +299,7 @@ def check_out(out: Path, overwrite: bool) -> None:
         if not any((out / name).is_file() for name in ("transforms_train.json", "objects.json")):
             raise NfieldsError(f"'{out}' is not empty and holds no scene made by 'nfields make-scene', so it is left "
                                f"alone (--overwrite replaces only a scene folder); choose another --out.")
-        here = Path.cwd().resolve()
-        if out.resolve() == here or out.resolve() in here.parents:
-            raise NfieldsError(f"'{out}' holds the current folder, so --overwrite cannot replace it; run from "
-                               f"another folder or choose another --out.")
+        refuse_replacing_cwd(out)
 
 
 @contextmanager

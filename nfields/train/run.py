@@ -24,7 +24,7 @@ from typing import Callable, ContextManager, Iterator, TypeVar
 import torch
 
 from ..errors import NfieldsError
-from ..io import write_bytes_atomic
+from ..io import refuse_replacing_cwd, write_bytes_atomic
 from .checkpoint import checkpoints, load_latest, remove_leftovers
 from .device import resolve_device
 from .manifest import (FORMAT, KINDS, command_of, is_manifest, manifest, read_manifest, run_kind,
@@ -78,10 +78,7 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         if not overwrite:
             raise NfieldsError(f"'{out}' already holds a run; pass --resume to continue it, --overwrite to "
                                f"replace it, or another --out.")
-        here = Path.cwd().resolve()
-        if out.resolve() == here or out.resolve() in here.parents:
-            raise NfieldsError(f"'{out}' holds the current folder, so --overwrite cannot replace it; run from "
-                               f"another folder or choose another --out.")
+        refuse_replacing_cwd(out)
     parent = out.absolute()
     while not parent.exists():
         parent = parent.parent
