@@ -99,22 +99,22 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for variant in result["variants"]:
-        curve = variant["curve"]
+    for index, variant in enumerate(result["variants"]):
+        curve, color = variant["curve"], f"C{index}"
         if not curve:
             continue
-        speed = result["steps_per_second"].get(variant["job"]["name"]) or variant.get("steps_per_second") or 0
+        speed = result["steps_per_second"].get(variant["job"]["name"])  # alone; side by side is no speed
         steps = [p["step"] for p in curve]
         psnr = [p["test_psnr"] for p in curve]
-        axes[0].plot(steps, psnr, marker="o", label=variant["job"]["name"])
+        axes[0].plot(steps, psnr, marker="o", color=color, label=variant["job"]["name"])
         if speed:
-            axes[1].plot([s / speed for s in steps], psnr, marker="o", label=variant["job"]["name"])
+            axes[1].plot([s / speed for s in steps], psnr, marker="o", color=color, label=variant["job"]["name"])
     axes[0].set(xlabel="step", ylabel="test PSNR (dB)", title="per step")
     axes[1].set(xlabel="seconds at the speed measured alone", ylabel="test PSNR (dB)", title="per second")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"IPC on Fashion-MNIST 28x28, ours vs official ({result['device_name']})")
+    fig.suptitle(f"IPC on Fashion-MNIST 28x28, ours vs official ({result['precision']}, {result['device_name']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,10 +150,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3000.0, help="seconds for all the curves together")
     parser.add_argument("--work", type=Path, default=Path("runs/ginr-reference"))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--show", type=Path)
+    parser.add_argument("--show", type=Path, help="print a results JSON (and redraw its plot beside it)")
     args = parser.parse_args()
     if args.show:
         show(json.loads(args.show.read_text()))
+        plot(json.loads(args.show.read_text()), args.show.with_suffix(".png"))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = Job(name="ours", method="ipc", options=dict(SETTINGS), steps=args.steps, eval_at=args.eval_at,

@@ -83,7 +83,7 @@ class LowRankModulatedLinear(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(fan_out))
         # The shared factor V, N(0, 1 / (R fan_in)) as the official code: W is normalised, so this scale sets only
-        # how fast Adam turns V (N(0, 1/R) learned markedly slower per step).
+        # how fast Adam turns V.
         self.shared = nn.Parameter(torch.randn(tokens, fan_out) / math.sqrt(tokens * fan_in))
         self.token_map = nn.Sequential(nn.LayerNorm(token_width), nn.Linear(token_width, fan_in))
 
