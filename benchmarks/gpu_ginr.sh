@@ -1,11 +1,15 @@
 # GPU side of the generalizable-INR benchmarks (issue 15), run by the device tool in the repository root:
 #   bash benchmarks/gpu_ginr.sh PART...   (reference: ours beside the official IPC code; fashion, emoji: the
-#                                          defaults sweep; table: the equal-time table at the defaults)
+#                                          defaults sweep, benchmarks/ginr_defaults.py)
 # Carry .whl (omegaconf, antlr4, tqdm, pypng), .carry/data (fashion-mnist, noto), .carry/ginr-ipc (a checkout of
 # kakaobrain/ginr-ipc) and, for the reference's "ours-before" curve, .carry/before (another nfields checkout).
 # Every part is timed alone first, one after another; then all parts train side by side. Results JSON (and the
 # reference's plot) in $OUT; timings and logs in $OUT/logs.tgz.
-# GINR_SECONDS (default 60) is the sweep's training time alone per setting; GINR_STEPS (10000) the reference's.
+# GINR_SECONDS (default 60) is the sweep's training time alone per setting; GINR_STEPS (10000) the reference's;
+# GINR_DEADLINE (420) the seconds of the side-by-side phase; GINR_REFERENCE_ARGS, GINR_SWEEP_ARGS more flags.
+# The H100 run of 2026-12-08 (about 6 minutes, results in benchmarks/results/ginr_reference_cuda.json):
+#   GINR_DEADLINE=330 GINR_REFERENCE_ARGS='--before-steps 2000 --extra {"name":"official-fp32","impl":"official",\
+#     "precision":"fp32","steps":1000}' bash benchmarks/gpu_ginr.sh reference
 set -o pipefail
 source benchmarks/gpu_env.sh
 source benchmarks/gpu_data.sh

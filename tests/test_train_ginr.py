@@ -74,6 +74,20 @@ def test_eval_with_test_time_optimisation(trained, capsys):
     assert (trained / "eval_test_tto4_curve.png").exists() and (trained / "eval_test_tto4_reconstructions.png").exists()
 
 
+def test_the_laptop_recipe_learns_quickly_on_the_cpu(tmp_path):
+    """`--recipe ginr-small`, cut to a few hundred steps: its settings land in the run, and it learns."""
+    psnr = {}
+    for steps in (1, 300):
+        out = tmp_path / f"small-{steps}"
+        assert main(["train", "ginr", "--recipe", "ginr-small", "--max-steps", str(steps), "--limit", "2000",
+                     "--eval-limit", "64", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+        psnr[steps] = json.loads((out / "metrics.json").read_text())["psnr"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["field"] == "ipc" and config["pixel_fraction"] == 0.25 and config["seconds"] == 240.0
+    assert config["field_spec"]["config"]["width"] == 64 and config["field_spec"]["config"]["patch_size"] == 7
+    assert psnr[300] > psnr[1] + 3, psnr
+
+
 def test_the_summary_gives_slow_rates_their_digits(capsys):
     from nfields.cli.train_ginr import report_run
 
