@@ -45,17 +45,7 @@ for part in $parts; do
                  --json "$OUT/ginr_defaults_${part}_cuda.json" $GINR_SWEEP_ARGS ;;
   esac > "$AUX/$part.txt" 2>&1 &
 done
-# Candidates for the CPU recipe (2 threads each, on cores the GPU processes leave free): GINR_SMALL="NAME:ARGS;..."
-core=8
-IFS=';' read -ra smalls <<< "${GINR_SMALL:-}"
-for small in "${smalls[@]}"; do
-  name=${small%%:*}; flags=${small#*:}
-  CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=2 taskset -c $core-$((core + 1)) /usr/bin/time -v python -m nfields train ginr \
-    --dataset fashion-mnist --device cpu --quiet --out runs/small/$name $flags > "$AUX/small_$name.txt" 2>&1 &
-  core=$((core + 2))
-done
 wait
 for part in $parts; do echo "== $part"; tail -30 "$AUX/$part.txt"; done
-for small in "${smalls[@]}"; do name=${small%%:*}; echo "== small $name"; grep -E "test PSNR|Elapsed|Error" "$AUX/small_$name.txt"; done
 cp runs/*/*/*.log runs/*/*.log "$AUX/" 2>/dev/null
 tar czf "$OUT/logs.tgz" -C "$AUX" . ; true

@@ -10,7 +10,6 @@ occur in the README, so a README edit that drops one fails here and the table is
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

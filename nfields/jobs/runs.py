@@ -16,8 +16,8 @@ from ..errors import NfieldsError
 from ..memory import check_memory
 from ..train.manifest import run_kind
 
-#: Every kind of run folder and the command that makes it.
-KINDS = {"image": "fit image", "images": "fit images", "audio": "fit audio", "video": "fit video",
+#: Every short kind of run folder (`short_kind`) and the command that makes it.
+COMMANDS = {"image": "fit image", "images": "fit images", "audio": "fit audio", "video": "fit video",
          "shape": "fit shape", "scene": "fit scene", "ginr": "train ginr", "diffusion": "train diffusion",
          "inr-gan": "train inr-gan"}
 #: Kinds whose run holds one field of the fields registry (`nfields export --bits` quantises it).
@@ -35,7 +35,7 @@ MESH_BYTES_PER_POINT = 24
 
 
 def short_kind(run_dir: str | os.PathLike) -> str:
-    """The kind of run in `run_dir` without its verb (a key of KINDS: 'image', 'audio', 'ginr', ...), from the
+    """The kind of run in `run_dir` without its verb (a key of COMMANDS: 'image', 'audio', 'ginr', ...), from the
     run's manifest (`nfields.train.manifest.run_kind` decides it); NfieldsError if it is not a run folder."""
     kind = run_kind(run_dir).split("-", 1)[1]
     return "ginr" if kind == "mnif" else kind  # mNIF stage 1 is a 'train ginr' method
@@ -44,7 +44,7 @@ def short_kind(run_dir: str | os.PathLike) -> str:
 def made_by(kind: str) -> str:
     """'an audio run ('nfields fit audio')' and the like, for messages."""
     article = "an" if kind[0] in "aeiou" else "a"
-    return f"{article} {kind} run ('nfields {KINDS[kind]}')"
+    return f"{article} {kind} run ('nfields {COMMANDS[kind]}')"
 
 
 def _check_suffix(out: Path, suffixes: tuple[str, ...], what: str) -> None:
@@ -168,5 +168,5 @@ def render_shape_run(run_dir: str | os.PathLike, out: str | os.PathLike, resolut
     return {"file": str(out), "vertices": len(vertices), "faces": len(faces), "resolution": resolution}
 
 
-__all__ = ["KINDS", "SINGLE_FIELD_KINDS", "short_kind", "made_by", "render_audio_run", "render_video_run",
+__all__ = ["COMMANDS", "SINGLE_FIELD_KINDS", "short_kind", "made_by", "render_audio_run", "render_video_run",
            "render_shape_run"]
